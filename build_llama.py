@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""Build llama.cpp for Hoshikage, cached outside the checkout.
+
+Steps (each prints its number, and on failure says which step failed and how to fix it):
+
+1. source  — the sdist of ``llama-cpp-python`` pinned below, verified by sha256, of which
+             only ``vendor/llama.cpp`` is extracted; or a local llama.cpp checkout named
+             by ``HOSHIKAGE_LLAMA_CPP_DIR`` (to track a newer llama.cpp).
+2. cmake   — configure ``native/`` (llama.cpp as a subproject plus the reference shim).
+3. build   — only the targets needed: libllama + ggml, the reference shim, and the
+             reference programs tests and benchmarks compare against.
+4. cdef    — generate the cffi declarations from ``llama.h`` with the C preprocessor.
+5. layout  — compile a probe printing sizeof/offsetof of the public structs, so tests can
+             check the cdef against the compiler.
+
+Everything lands in ``$HOSHIKAGE_CACHE_DIR`` (default ``~/.cache/hoshikage``), in a build
+folder keyed by the source hash and the build options; ``current.json`` there points at the
+last good build, which is where ``hoshikage._ffi`` looks. A second run with nothing changed
+takes seconds.
+
+Usage: python build_llama.py [--cuda] [--with-server] [--jobs N] [--force] [--print-dir]
+This script imports only the standard library (and pycparser/cffi for step 4-5 checks).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+# The llama.cpp commit vendored in that sdist (its tarball has no .git to ask).
+SDIST_LLAMA_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+
+# Bump when the layout of the cache or of the generated files changes.
+CACHE_FORMAT = 1
+
+REPO_ROOT = Path(__file__).resolve().parent
+NATIVE_DIR = REPO_ROOT / "native"
+
+LIBRARY_TARGETS = ["llama", "hoshikage-diffusion-ref"]
+REFERENCE_TOOLS = ["llama-diffusion-cli", "llama-simple", "llama-completion", "llama-bench"]
+SERVER_TOOLS = ["llama-server"]
+
+# Public structs whose layout the probe reports and tests compare against ffi.
+PROBED_STRUCTS = [
+    "llama_model_params",
+    "llama_context_params",
+    "llama_batch",
+    "llama_token_data",
+    "llama_token_data_array",
+    "llama_sampler_chain_params",
+    "llama_chat_message",
+    "llama_logit_bias",
+    "llama_model_quantize_params",
+]
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message names the step and a fix."""
+
+
+def log(msg: str) -> None:
+    print(f"[build_llama] {msg}", flush=True)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("HOSHIKAGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hoshikage"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run(cmd: list[str], step: str, fix: str, cwd: Path | None = None, quiet: bool = False) -> str:
+    """Run a command; on failure raise BuildError naming the step, the tail of its output and a fix."""
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, text=True,
+            stdout=subprocess.PIPE if quiet else None,
+            stderr=subprocess.STDOUT if quiet else None,
+        )
+    except FileNotFoundError as exc:
+        raise BuildError(f"step '{step}': {cmd[0]} was not found. {fix}") from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout or "").splitlines()[-30:])
+        raise BuildError(f"step '{step}' failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}\n{fix}")
+    return proc.stdout or ""
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. source
+
+
+def fetch_sdist(root: Path) -> Path:
+    downloads = root / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    sdist = downloads / SDIST_NAME
+    if sdist.exists() and sha256_file(sdist) == SDIST_SHA256:
+        return sdist
+    log(f"downloading {SDIST_NAME} from PyPI (76 MB) ...")
+    with tempfile.TemporaryDirectory(dir=downloads) as tmp:
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "--no-build-isolation", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", tmp],
+            "source", "Check that PyPI is reachable (pip download).", quiet=True)
+        got = Path(tmp) / SDIST_NAME
+        if not got.exists():
+            raise BuildError(f"step 'source': pip did not produce {SDIST_NAME}")
+        digest = sha256_file(got)
+        if digest != SDIST_SHA256:
+            raise BuildError(f"step 'source': sha256 mismatch for {SDIST_NAME}: got {digest}, "
+                             f"pinned {SDIST_SHA256}. Refusing to build unverified source.")
+        os.replace(got, sdist)
+    return sdist
+
+
+def extract_llama_cpp(root: Path, sdist: Path) -> Path:
+    dest = root / "src" / SDIST_SHA256[:16]
+    tree = dest / "llama.cpp"
+    if (dest / ".complete").exists():
+        return tree
+    log("extracting vendor/llama.cpp ...")
+    prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
+    tmp = Path(tempfile.mkdtemp(dir=root / "src"))
+    try:
+        with tarfile.open(sdist) as tar:
+            members = []
+            for m in tar.getmembers():
+                if not m.name.startswith(prefix):
+                    continue
+                m.name = "llama.cpp/" + m.name[len(prefix):]
+                members.append(m)
+            tar.extractall(tmp, members=members, filter="data")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    (dest / ".complete").write_text(SDIST_LLAMA_COMMIT + "\n")
+    return tree
+
+
+def local_source_identity(tree: Path) -> tuple[str, str]:
+    """(commit, source id) of a local checkout: git HEAD plus a hash of uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, text=True,
+                                capture_output=True, check=True).stdout.strip()
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=tree, capture_output=True).stdout
+        return commit, f"local:{tree}:{commit}:{hashlib.sha256(diff).hexdigest()[:12]}"
+    except (OSError, subprocess.CalledProcessError):
+        st = (tree / "include" / "llama.h").stat()
+        return "unknown", f"local:{tree}:{st.st_mtime_ns}"
+
+
+def resolve_source(root: Path) -> tuple[Path, str, str]:
+    """Return (llama.cpp tree, commit, source id)."""
+    local = os.environ.get("HOSHIKAGE_LLAMA_CPP_DIR")
+    if local:
+        tree = Path(local).expanduser().resolve()
+        if not (tree / "include" / "llama.h").exists():
+            raise BuildError(f"step 'source': HOSHIKAGE_LLAMA_CPP_DIR={local} has no include/llama.h")
+        commit, source_id = local_source_identity(tree)
+        return tree, commit, source_id
+    sdist = fetch_sdist(root)
+    return extract_llama_cpp(root, sdist), SDIST_LLAMA_COMMIT, f"sdist:{SDIST_SHA256}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-3. cmake configure and build
+
+
+def cmake_options(cuda: bool, with_server: bool) -> list[str]:
+    opts = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_COMMON=ON",
+        "-DLLAMA_BUILD_EXAMPLES=ON",
+        "-DLLAMA_BUILD_TOOLS=ON",
+        f"-DLLAMA_BUILD_SERVER={'ON' if with_server else 'OFF'}",
+        "-DLLAMA_BUILD_APP=OFF",
+        "-DLLAMA_BUILD_UI=OFF",
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
+    ]
+    if cuda:
+        opts.append("-DGGML_CUDA=ON")
+    return opts
+
+
+def native_inputs_hash() -> str:
+    h = hashlib.sha256()
+    for path in sorted(NATIVE_DIR.iterdir()):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(tree: Path, build_dir: Path, cuda: bool, with_server: bool, jobs: int) -> None:
+    opts = cmake_options(cuda, with_server)
+    fix_cmake = "Install cmake (>= 3.14) and a C/C++ compiler: apt-get install cmake g++."
+    if cuda:
+        fix_cmake += " --cuda also needs the CUDA toolkit (nvcc on PATH)."
+    log(f"[2/5] cmake configure in {build_dir}")
+    run(["cmake", "-S", str(NATIVE_DIR), "-B", str(build_dir), f"-DLLAMA_SOURCE_DIR={tree}", *opts],
+        "cmake", fix_cmake, quiet=True)
+    targets = LIBRARY_TARGETS + REFERENCE_TOOLS + (SERVER_TOOLS if with_server else [])
+    log(f"[3/5] building {', '.join(targets)} with {jobs} jobs (about 7 minutes on 2 cores the first time)")
+    t0 = time.time()
+    run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *targets],
+        "build", "Read the compiler error above; a missing compiler is fixed by apt-get install g++.")
+    log(f"      built in {time.time() - t0:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. cdef generation
+
+# ggml declarations llama.h refers to. Enums are copied mechanically from the preprocessed ggml
+# headers (see ggml_enums); the rest cannot be, because cffi rejects ggml.h's structs.
+CDEF_PRELUDE = """
+struct ggml_tensor;
+struct ggml_context;
+struct ggml_cgraph;
+struct ggml_backend_device;
+struct ggml_backend_buffer_type;
+struct ggml_threadpool;
+struct ggml_opt_dataset;
+struct ggml_opt_context;
+struct ggml_opt_result;
+struct ggml_opt_optimizer_params { ...; };
+typedef struct ggml_backend_device * ggml_backend_dev_t;
+typedef struct ggml_backend_buffer_type * ggml_backend_buffer_type_t;
+typedef struct ggml_threadpool * ggml_threadpool_t;
+typedef struct ggml_opt_dataset * ggml_opt_dataset_t;
+typedef struct ggml_opt_context * ggml_opt_context_t;
+typedef struct ggml_opt_result * ggml_opt_result_t;
+typedef bool (*ggml_abort_callback)(void * data);
+typedef bool (*ggml_backend_sched_eval_callback)(struct ggml_tensor * t, bool ask, void * user_data);
+typedef void (*ggml_log_callback)(enum ggml_log_level level, const char * text, void * user_data);
+typedef struct ggml_opt_optimizer_params (*ggml_opt_get_optimizer_params)(void * userdata);
+typedef void (*ggml_opt_epoch_callback)(bool train, ggml_opt_context_t opt_ctx, ggml_opt_dataset_t dataset,
+    ggml_opt_result_t result, int64_t ibatch, int64_t ibatch_max, int64_t t_start_us);
+"""
+
+GGML_ENUMS = ["ggml_log_level", "ggml_type", "ggml_numa_strategy", "ggml_opt_optimizer_type"]
+
+# The reference shim (native/diffusion_ref.cpp); appended so the same ffi can load it.
+SHIM_CDEF = """
+struct hk_ref_params {
+    int32_t steps; float temperature; int32_t mask_token_id; int32_t seed; int32_t shift_logits;
+    float top_p; int32_t top_k; int32_t algorithm; int32_t schedule; float cfg_scale; float eps;
+    int32_t block_length; float alg_temp; int32_t add_gumbel_noise; int32_t max_length;
+};
+typedef bool (*hk_ref_step_callback)(int32_t step, int32_t total_steps, const llama_token * tokens,
+                                     int32_t n_tokens, void * user_data);
+int32_t hk_ref_diffusion_generate(struct llama_context * ctx, const llama_token * input, int32_t n_input,
+                                  llama_token * output, const struct hk_ref_params * p,
+                                  hk_ref_step_callback callback, void * user_data);
+"""
+
+
+def preprocess(tree: Path) -> str:
+    defines = ["-D__attribute__(x)=", "-DLLAMA_API=", "-DGGML_API=", "-DDEPRECATED(x,y)=x",
+               "-DGGML_DEPRECATED(x,y)=x", "-D__restrict=", "-D__extension__=", "-D__asm__(x)=",
+               "-D__inline=", "-D__THROW=", "-D__nonnull(x)="]
+    cc = os.environ.get("CC", "cc")
+    return run([cc, "-E", "-P" if False else "-E", *defines,
+                "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include"),
+                str(tree / "include" / "llama.h")],
+               "cdef", "The C preprocessor (cc -E) is needed: apt-get install gcc.", quiet=True)
+
+
+def split_by_origin(preprocessed: str) -> dict[str, list[str]]:
+    """Group preprocessed lines by the header their line marker names (basename)."""
+    groups: dict[str, list[str]] = {}
+    current = ""
+    marker = re.compile(r'^# \d+ "([^"]+)"')
+    for line in preprocessed.splitlines():
+        m = marker.match(line)
+        if m:
+            current = os.path.basename(m.group(1))
+            continue
+        if line.strip():
+            groups.setdefault(current, []).append(line)
+    return groups
+
+
+def ggml_enums(ggml_lines: list[str]) -> str:
+    text = "\n".join(ggml_lines)
+    out = []
+    for name in GGML_ENUMS:
+        m = re.search(r"enum\s+" + name + r"\s*\{.*?\}\s*;", text, re.S)
+        if not m:
+            raise BuildError(f"step 'cdef': enum {name} not found in the ggml headers")
+        out.append(m.group(0))
+    return "\n".join(out)
+
+
+def generate_cdef(tree: Path, commit: str) -> str:
+    groups = split_by_origin(preprocess(tree))
+    llama_lines = groups.get("llama.h")
+    if not llama_lines:
+        raise BuildError("step 'cdef': no declarations came from llama.h")
+    ggml_lines = [line for name, lines in groups.items() if name.startswith("ggml") for line in lines]
+    body = "\n".join(llama_lines)
+    # cffi needs literal array sizes; llama.h has none computed, but guard against them.
+    cdef = "\n".join([
+        f"// Generated by build_llama.py from llama.h at llama.cpp {commit}. Do not edit.",
+        ggml_enums(ggml_lines),
+        CDEF_PRELUDE,
+        body,
+        SHIM_CDEF,
+    ])
+    return cdef
+
+
+def check_cdef_parses(cdef: str) -> None:
+    try:
+        import cffi
+    except ImportError:
+        log("      cffi is not installed here; skipping the parse check")
+        return
+    ffi = cffi.FFI()
+    try:
+        ffi.cdef(cdef)
+    except Exception as exc:  # cffi raises several types (CDefError, pycparser errors)
+        raise BuildError(f"step 'cdef': cffi cannot parse the generated declarations: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. struct layout probe
+
+
+def struct_fields(cdef: str, struct: str) -> list[str]:
+    m = re.search(r"struct\s+" + struct + r"\s*\{(.*?)\}\s*[a-zA-Z_0-9]*\s*;", cdef, re.S)
+    if not m:
+        raise BuildError(f"step 'layout': struct {struct} not found in the cdef")
+    fields = []
+    for decl in m.group(1).split(";"):
+        decl = decl.strip()
+        if not decl:
+            continue
+        # the last identifier, ignoring array brackets and function-pointer syntax
+        fp = re.search(r"\(\s*\*\s*(\w+)\s*\)", decl)
+        name = fp.group(1) if fp else re.findall(r"(\w+)\s*(?:\[[^\]]*\])?\s*$", decl)[0]
+        fields.append(name)
+    return fields
+
+
+def probe_layouts(tree: Path, cdef: str, out_dir: Path) -> dict:
+    lines = ["#include <stdio.h>", "#include <stddef.h>", '#include "llama.h"', "int main(void) {",
+             'printf("{");']
+    for i, s in enumerate(PROBED_STRUCTS):
+        sep = "," if i else ""
+        lines.append(f'printf("{sep}\\"{s}\\": {{\\"sizeof\\": %zu, \\"offsetof\\": {{", sizeof(struct {s}));')
+        for j, f in enumerate(struct_fields(cdef, s)):
+            fsep = "," if j else ""
+            lines.append(f'printf("{fsep}\\"{f}\\": %zu", offsetof(struct {s}, {f}));')
+        lines.append('printf("}}");')
+    lines += ['printf("}\\n");', "return 0; }"]
+    src = out_dir / "layout_probe.c"
+    exe = out_dir / "layout_probe"
+    src.write_text("\n".join(lines) + "\n")
+    cc = os.environ.get("CC", "cc")
+    run([cc, "-o", str(exe), str(src), "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include")],
+        "layout", "A C compiler is needed: apt-get install gcc.", quiet=True)
+    return json.loads(run([str(exe)], "layout", "The layout probe failed to run.", quiet=True))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def find_library(bin_dir: Path, stem: str) -> Path:
+    for name in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
+        if (bin_dir / name).exists():
+            return bin_dir / name
+    raise BuildError(f"step 'build': lib{stem} was not produced in {bin_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cuda", action="store_true", help="build the CUDA backend (needs nvcc)")
+    ap.add_argument("--with-server", action="store_true", help="also build llama-server (benchmarks)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel build jobs")
+    ap.add_argument("--force", action="store_true", help="rebuild even if the cache says it is current")
+    ap.add_argument("--print-dir", action="store_true", help="print the build folder and exit")
+    args = ap.parse_args(argv)
+
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        log(f"[1/5] llama.cpp source (cache: {root})")
+        tree, commit, source_id = resolve_source(root)
+        options = {"cuda": args.cuda, "server": args.with_server, "format": CACHE_FORMAT}
+        key = hashlib.sha256(json.dumps([source_id, options], sort_keys=True).encode()).hexdigest()[:16]
+        build_dir = root / "build" / key
+        if args.print_dir:
+            print(build_dir)
+            return 0
+        manifest_path = build_dir / "hoshikage-build.json"
+        stamp = native_inputs_hash()
+        if manifest_path.exists() and not args.force:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("inputs") == stamp:
+                (root / "current.json").write_text(json.dumps({"build_dir": str(build_dir)}) + "\n")
+                log(f"up to date: {build_dir}")
+                return 0
+        build(tree, build_dir, args.cuda, args.with_server, args.jobs)
+        bin_dir = build_dir / "bin"
+        log("[4/5] generating the cffi cdef from llama.h")
+        cdef = generate_cdef(tree, commit)
+        check_cdef_parses(cdef)
+        (build_dir / "llama_cdef.h").write_text(cdef)
+        log("[5/5] probing struct layouts")
+        layouts = probe_layouts(tree, cdef, build_dir)
+        tools = {t: str(bin_dir / t) for t in REFERENCE_TOOLS + SERVER_TOOLS if (bin_dir / t).exists()}
+        manifest = {
+            "inputs": stamp,
+            "llama_cpp_commit": commit,
+            "source": source_id,
+            "source_dir": str(tree),
+            "options": options,
+            "library": str(find_library(bin_dir, "llama")),
+            "reference_library": str(find_library(bin_dir, "hoshikage-diffusion-ref")),
+            "cdef": str(build_dir / "llama_cdef.h"),
+            "tools": tools,
+            "layouts": layouts,
+        }
+        tmp = manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, manifest_path)
+        (root / "current.json").write_text(json.dumps({"build_dir": str(build_dir)}) + "\n")
+        log(f"done: {build_dir}")
+        return 0
+    except BuildError as exc:
+        print(f"build_llama.py: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``hoshikage generate``: one generation from the command line, with llama.cpp's flag names.
+
+Autoregressive models follow ``llama-simple`` / ``llama-completion``; diffusion models follow
+``llama-diffusion-cli``: the canvas is ``-ub`` tokens (prompt included), the schedule is
+chosen by giving exactly one of ``--diffusion-eps`` / ``--diffusion-block-length``, and the
+printed result is the whole canvas after the prompt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate text with a GGUF model (autoregressive or diffusion)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", required=True, help="path of the .gguf file")
+    p.add_argument("-p", "--prompt", required=True, help="the prompt")
+    p.add_argument("-sys", "--system-prompt", default="", help="system message (with the chat template)")
+    p.add_argument("-n", "--n-predict", type=int, default=-1,
+                   help="tokens to generate; -1 = until the context is full (autoregressive only; "
+                        "a diffusion canvas is -ub tokens)")
+    p.add_argument("-c", "--ctx-size", type=int, default=0, help="context size (0 = the model's)")
+    p.add_argument("-ub", "--ubatch-size", type=int, default=512,
+                   help="physical batch size; for diffusion the canvas length, prompt included (default 512)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all available)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+    p.add_argument("--temp", type=float, default=0.8, help="temperature; <= 0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="top-p, 1.0 = off (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="min-p, 0 = off (autoregressive; default 0.05)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="1.0 = off (autoregressive)")
+    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the repeat penalty looks back over")
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--frequency-penalty", type=float, default=0.0)
+    p.add_argument("-s", "--seed", type=int, default=LLAMA_DEFAULT_SEED,
+                   help="RNG seed (default: random, as llama.cpp)")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    tmpl = p.add_mutually_exclusive_group()
+    tmpl.add_argument("--chat-template", dest="chat_template", action="store_true", default=True,
+                      help="wrap -p in the model's chat template (default, as llama-diffusion-cli)")
+    tmpl.add_argument("--no-chat-template", dest="chat_template", action="store_false",
+                      help="use -p as raw text (as llama-simple)")
+    d = p.add_argument_group("diffusion (llama-diffusion-cli's flags)")
+    d.add_argument("--diffusion-steps", type=int, default=128, help="denoising steps (default 128)")
+    d.add_argument("--diffusion-algorithm", default="4",
+                   help="0 ORIGIN, 1 ENTROPY_BASED, 2 MARGIN_BASED, 3 RANDOM, 4 CONFIDENCE_BASED (number or name)")
+    d.add_argument("--diffusion-eps", type=float, default=0.0, help="timestep schedule's eps (Dream, RND1)")
+    d.add_argument("--diffusion-block-length", type=int, default=0, help="block schedule's block length (LLaDA)")
+    d.add_argument("--diffusion-alg-temp", type=float, default=0.0, help="algorithm temperature")
+    d.add_argument("--diffusion-cfg-scale", type=float, default=0.0, help="classifier-free guidance scale")
+    d.add_argument("--diffusion-add-gumbel-noise", type=float, default=0.0,
+                   help="non-zero adds gumbel noise when temp > 0 (a number, as llama.cpp parses it)")
+    d.add_argument("--diffusion-visual", action="store_true", help="show the canvas as it is denoised")
+    d.add_argument("--diffusion-corrected", action="store_true",
+                   help="use the published LLaDA/Dream algorithms instead of llama.cpp's (docs/diffusion.md)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    p.set_defaults(handler=run)
+
+
+def _diffusion_options(args: argparse.Namespace) -> dict[str, Any]:
+    from ..sampling.params import Algorithm, Schedule
+
+    if (args.diffusion_eps == 0) == (args.diffusion_block_length == 0):
+        raise ValueError("give exactly one of --diffusion-eps (timestep schedule) or --diffusion-block-length "
+                         f"(block schedule); got eps={args.diffusion_eps}, block_length={args.diffusion_block_length}")
+    alg = args.diffusion_algorithm
+    try:
+        algorithm = Algorithm(int(alg)) if str(alg).isdigit() else Algorithm[str(alg).upper()]
+    except (KeyError, ValueError):
+        names = ", ".join(f"{a.value} {a.name}" for a in Algorithm)
+        raise ValueError(f"--diffusion-algorithm: unknown algorithm {alg!r} (one of: {names})") from None
+    block = args.diffusion_block_length != 0
+    return {
+        "steps": args.diffusion_steps, "algorithm": algorithm,
+        "schedule": Schedule.BLOCK_BASED if block else Schedule.TIMESTEP_BASED,
+        "eps": args.diffusion_eps if not block else 0.0,
+        "block_length": args.diffusion_block_length if block else 0,
+        "alg_temp": args.diffusion_alg_temp, "cfg_scale": args.diffusion_cfg_scale,
+        "add_gumbel_noise": args.diffusion_add_gumbel_noise != 0, "corrected": args.diffusion_corrected,
+    }
+
+
+def _progress(visual: bool, model: Any, n_prompt: int):
+    def on_step(step: int, total: int, canvas: Any) -> bool:
+        bars = step * 50 // max(total, 1)
+        line = f"\rdiffusion step: {step}/{total} [{'=' * bars}{' ' * (50 - bars)}] {step * 100 // max(total, 1)}%"
+        if visual:
+            mask = model.mask_token
+            text = "".join(" " if t == mask else model.token_to_piece(int(t), special=False).decode("utf-8", "replace")
+                           for t in canvas[n_prompt:])
+            line = "\033[2J\033[H" + line + "\n " + text + "\n"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        return True
+
+    return on_step
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import Model, generate, prepare_prompt
+
+    try:
+        model = Model(args.model, n_gpu_layers=args.n_gpu_layers)
+    except Exception as exc:  # ModelLoadError, LibraryNotFound: the message says what to do
+        print(f"hoshikage generate: {exc}", file=sys.stderr)
+        return 1
+    with model:
+        messages = None
+        if args.chat_template and model.chat_template:
+            messages = ([{"role": "system", "content": args.system_prompt}] if args.system_prompt else []) + \
+                       [{"role": "user", "content": args.prompt}]
+        seed = None if args.seed == LLAMA_DEFAULT_SEED else args.seed
+        common = dict(prompt=None if messages else args.prompt, messages=messages, stop=args.stop,
+                      temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=seed,
+                      n_threads=args.threads)
+        try:
+            if model.is_diffusion:
+                n_prompt = len(prepare_prompt(model, common["prompt"], messages))
+                if n_prompt >= args.ubatch_size:
+                    raise ValueError(f"the prompt has {n_prompt} tokens; the canvas (-ub {args.ubatch_size}) "
+                                     "must be longer")
+                for flag, value in (("--diffusion-cfg-scale", args.diffusion_cfg_scale),
+                                    ("--diffusion-alg-temp", args.diffusion_alg_temp)):
+                    if value and not args.json:
+                        print(f"note: {flag} is honoured here; llama-diffusion-cli parses it but never uses it",
+                              file=sys.stderr)
+                on_step = None if args.json else _progress(args.diffusion_visual, model, n_prompt)
+                result = generate(model, **common, max_tokens=args.ubatch_size - n_prompt,
+                                  diffusion=_diffusion_options(args), adjust=False,
+                                  n_ctx=max(args.ctx_size, args.ubatch_size), on_step=on_step)
+                if on_step:
+                    sys.stderr.write("\n")
+            else:
+                n_ctx = args.ctx_size or model.n_ctx_train
+                max_tokens = args.n_predict if args.n_predict > 0 else n_ctx
+                result = generate(model, **common, max_tokens=max_tokens, n_ctx=n_ctx, min_p=args.min_p,
+                                  repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+                                  presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
+        except ValueError as exc:
+            print(f"hoshikage generate: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        out = result.to_dict()
+        out["params"] = {k: (v.name if hasattr(v, "name") else v) for k, v in out["params"].items()}
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(result.canvas_text if result.canvas_text is not None else result.text)
+    return 0

@@ -1,0 +1,236 @@
+"""Context: one ``llama_context`` — decode token batches, read logits as numpy arrays.
+
+Ownership: a Context holds a reference to its Model, so the model outlives it; ``close()``
+frees the context (idempotent). Logits come back as ``[n_outputs, n_vocab]`` float32:
+``logits_view()`` is zero-copy into llama.cpp's buffer and valid only until the next decode
+or close; ``logits()`` is a copy.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _ffi
+from .errors import ClosedError, ContextError, check_decode
+from .model import Model
+
+
+def default_threads() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Context:
+    """An inference context over ``model``.
+
+    Args:
+        n_ctx: context length in tokens (0 = the model's training length).
+        n_batch: most tokens one decode call may submit (default: n_ctx, at most 2048).
+        n_ubatch: physical batch; a diffusion canvas must fit one ubatch (default: n_batch).
+        n_threads: threads for generation; n_threads_batch for prompt/batch work
+            (default: the CPUs available).
+    """
+
+    def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int | None = None,
+                 n_ubatch: int | None = None, n_threads: int | None = None,
+                 n_threads_batch: int | None = None):
+        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch),
+                            ("n_threads", n_threads), ("n_threads_batch", n_threads_batch)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if n_ctx == 0:
+            n_ctx = model.n_ctx_train
+        n_batch = n_batch or min(n_ctx, 2048)
+        n_ubatch = n_ubatch or n_batch
+        if n_ubatch > n_batch:
+            raise ValueError(f"n_ubatch ({n_ubatch}) must not exceed n_batch ({n_batch})")
+        n_threads = n_threads or default_threads()
+        n_threads_batch = n_threads_batch or n_threads
+
+        lib = _ffi.lib()
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch
+        params.n_seq_max = 1
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads_batch
+        params.no_perf = True
+        ptr = lib.llama_init_from_model(model.ptr, params)
+        if ptr == _ffi.NULL:
+            raise ContextError(
+                f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch}, "
+                f"n_ubatch={n_ubatch}) for {model.path.name}: most likely out of memory")
+        self.model = model  # keeps the model alive as long as this context
+        self._lib = lib
+        self._ptr = ptr
+        self._n_vocab = model.n_vocab
+        self.n_threads = n_threads
+        self.n_threads_batch = n_threads_batch
+        self.n_past = 0
+        self._n_outputs = 0
+        self._causal = True
+        self._batch_capacity = int(lib.llama_n_batch(ptr))
+        self._batch = lib.llama_batch_init(self._batch_capacity, 0, 1)
+        self._init_batch_views()
+
+    def _init_batch_views(self) -> None:
+        ffi, b, n = _ffi.ffi, self._batch, self._batch_capacity
+        self._tok = np.frombuffer(ffi.buffer(b.token, 4 * n), dtype=np.int32)
+        self._pos = np.frombuffer(ffi.buffer(b.pos, 4 * n), dtype=np.int32)
+        self._out = np.frombuffer(ffi.buffer(b.logits, n), dtype=np.int8)
+        np.frombuffer(ffi.buffer(b.n_seq_id, 4 * n), dtype=np.int32)[:] = 1
+        for i in range(n):  # every token belongs to sequence 0
+            b.seq_id[i][0] = 0
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @property
+    def ptr(self) -> Any:
+        if self._ptr is None:
+            raise ClosedError("context is closed")
+        return self._ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        """Free the context and its batch (safe to call twice). The model stays open."""
+        ptr, self._ptr = getattr(self, "_ptr", None), None
+        if ptr is not None:
+            self._tok = self._pos = self._out = None
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(ptr)
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._lib.llama_n_ctx(self.ptr))
+
+    @property
+    def n_batch(self) -> int:
+        return int(self._lib.llama_n_batch(self.ptr))
+
+    @property
+    def n_ubatch(self) -> int:
+        return int(self._lib.llama_n_ubatch(self.ptr))
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    @property
+    def n_outputs(self) -> int:
+        """Rows of logits the last decode produced."""
+        return self._n_outputs
+
+    def set_causal_attn(self, causal: bool) -> None:
+        """Causal attention on (autoregressive) or off (diffusion canvas)."""
+        self._lib.llama_set_causal_attn(self.ptr, bool(causal))
+        self._causal = bool(causal)
+
+    @property
+    def causal_attn(self) -> bool:
+        return self._causal
+
+    def clear_memory(self) -> None:
+        """Forget every cached token (the KV cache, when the model has one)."""
+        mem = self._lib.llama_get_memory(self.ptr)
+        if mem != _ffi.NULL:
+            self._lib.llama_memory_clear(mem, True)
+        self.n_past = 0
+
+    # -- decode ----------------------------------------------------------------------------
+
+    def decode(self, tokens: Sequence[int] | np.ndarray, *, logits: str | Sequence[bool] | np.ndarray = "last",
+               pos: int | None = None) -> int:
+        """Run ``tokens`` through the model at positions ``pos, pos+1, ...`` (default: after
+        what is already cached) and return how many rows of logits were produced.
+
+        ``logits`` says which positions want logits: "last", "all", "none", or a boolean
+        array of len(tokens). Inputs longer than n_batch are split; only the last chunk's
+        logits remain readable. For diffusion models llama.cpp computes every row anyway.
+        """
+        toks = np.asarray(tokens, dtype=np.int64)
+        n = len(toks)
+        if toks.ndim != 1 or n == 0:
+            raise ValueError(f"tokens must be a non-empty 1-D sequence, got shape {toks.shape}")
+        bad = np.flatnonzero((toks < 0) | (toks >= self._n_vocab))
+        if len(bad):
+            raise ValueError(f"tokens[{bad[0]}] = {toks[bad[0]]} is out of range [0, {self._n_vocab})")
+        want = self._want_logits(logits, n)
+        start = self.n_past if pos is None else pos
+        if start < 0 or start + n > self.n_ctx:
+            raise ValueError(f"{n} tokens at position {start} exceed the context (n_ctx={self.n_ctx})")
+        cap = self._batch_capacity
+        produced = 0
+        for lo in range(0, n, cap):
+            hi = min(n, lo + cap)
+            produced = self._decode_chunk(toks[lo:hi], want[lo:hi], start + lo)
+        self.n_past = start + n
+        self._n_outputs = produced
+        return produced
+
+    def _decode_chunk(self, toks: np.ndarray, want: np.ndarray, start: int) -> int:
+        m = len(toks)
+        self._tok[:m] = toks
+        self._pos[:m] = np.arange(start, start + m, dtype=np.int32)
+        self._out[:m] = want
+        self._batch.n_tokens = m
+        check_decode(int(self._lib.llama_decode(self.ptr, self._batch)))
+        # Models without KV memory (diffusion) run llama_encode, which outputs every row.
+        return m if self.model.is_diffusion else int(want.sum())
+
+    @staticmethod
+    def _want_logits(logits: Any, n: int) -> np.ndarray:
+        if isinstance(logits, str):
+            want = np.zeros(n, dtype=np.int8)
+            if logits == "all":
+                want[:] = 1
+            elif logits == "last":
+                want[-1] = 1
+            elif logits != "none":
+                raise ValueError(f"logits must be 'last', 'all', 'none' or a boolean array, got {logits!r}")
+            return want
+        want = np.asarray(logits, dtype=bool)
+        if want.shape != (n,):
+            raise ValueError(f"logits mask has shape {want.shape}, expected ({n},)")
+        return want.astype(np.int8)
+
+    def logits_view(self) -> np.ndarray:
+        """Zero-copy ``[n_outputs, n_vocab]`` float32 view of the last decode's logits.
+
+        Valid only until the next decode or close; copy what you keep.
+        """
+        if self._n_outputs == 0:
+            raise ValueError("the last decode produced no logits (pass logits='last' or 'all')")
+        ptr = self._lib.llama_get_logits(self.ptr)
+        if ptr == _ffi.NULL:
+            raise ValueError("llama.cpp has no logits for the last decode")
+        n = self._n_outputs * self._n_vocab
+        arr = np.frombuffer(_ffi.ffi.buffer(ptr, 4 * n), dtype=np.float32)
+        return arr.reshape(self._n_outputs, self._n_vocab)
+
+    def logits(self) -> np.ndarray:
+        """A copy of ``logits_view()``."""
+        return self.logits_view().copy()

@@ -1,0 +1,148 @@
+"""generate(): one call for both kinds of model, one-shot or streamed.
+
+The model decides how text is made: ``model.is_diffusion`` routes to the diffusion loop
+(``hoshikage.sampling``), everything else to llama.cpp's autoregressive sampler chain.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields, replace
+from typing import Any
+
+import numpy as np
+
+from ..chat_template import ChatMessage
+from ..context import Context
+from ..model import Model
+from ..sampling.params import DiffusionParams
+from .autoregressive import stream_autoregressive
+from .params import SamplingParams, check_number
+from .types import Chunk, Completion, Timings
+
+__all__ = ["generate", "prepare_prompt", "Completion", "Chunk", "Timings", "SamplingParams",
+           "DiffusionParams", "StepCallback"]
+
+# (step, total_steps, canvas int32 [canvas]) -> False to cancel
+StepCallback = Callable[[int, int, np.ndarray], "bool | None"]
+
+_SHARED = ("temperature", "top_k", "top_p", "seed")
+
+
+def prepare_prompt(model: Model, prompt: str | None = None,
+                   messages: Sequence[ChatMessage | dict] | None = None,
+                   chat_template: bool = False) -> list[int]:
+    """Prompt tokens as the model will see them.
+
+    ``messages`` (or ``prompt`` with ``chat_template=True``) go through the model's chat
+    template; the result is tokenized with special tokens parsed, as llama.cpp's tools do.
+    """
+    if (prompt is None) == (messages is None):
+        raise ValueError("give exactly one of prompt= or messages=")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    if messages is None and chat_template:
+        messages = [{"role": "user", "content": prompt}]
+    text = model.apply_chat_template(messages) if messages is not None else prompt
+    tokens = model.tokenize(text, add_special=True, parse_special=True)
+    if not tokens:
+        raise ValueError("the prompt is empty (no tokens after tokenization)")
+    return tokens
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def generate(model: Model, prompt: str | None = None, *, messages: Sequence[ChatMessage | dict] | None = None,
+             chat_template: bool = False, max_tokens: int = 256, stop: Sequence[str] = (),
+             temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+             min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
+             presence_penalty: float | None = None, frequency_penalty: float | None = None,
+             seed: int | None = None, diffusion: DiffusionParams | dict | None = None,
+             adjust: bool = True, stream: bool = False, context: Context | None = None,
+             n_ctx: int | None = None, n_threads: int | None = None,
+             on_step: StepCallback | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Completion | Iterator[Chunk]:
+    """Generate text from ``prompt`` (raw text) or ``messages`` (chat).
+
+    Shared parameters (None = the default for the model's kind): temperature, top_k, top_p,
+    seed, and for autoregressive models also min_p and the penalties; ``stop`` strings end
+    the answer. ``max_tokens`` is the answer length for autoregressive models and the
+    masked part of the canvas for diffusion models (canvas = prompt + max_tokens).
+
+    Diffusion models take ``diffusion`` (DiffusionParams or a dict of its fields: steps,
+    algorithm, schedule, eps, block_length, alg_temp, cfg_scale, add_gumbel_noise,
+    corrected). With ``adjust`` true, values breaking the block schedule's divisibility
+    rules are rounded up and reported in ``Completion.notes``; otherwise ValueError.
+    ``on_step(step, total, canvas)`` reports progress (return False to cancel);
+    ``should_stop()`` is polled before each token or step.
+
+    ``stream=True`` returns an iterator of Chunk (text deltas; a diffusion model yields its
+    answer as one chunk); otherwise the Completion. ``context`` reuses a Context (it must be
+    large enough); otherwise one is made and freed for this call.
+    """
+    check_number("max_tokens", max_tokens, lo=1, integer=True)
+    if isinstance(stop, str):
+        stop = [stop]
+    prompt_tokens = prepare_prompt(model, prompt, messages, chat_template)
+    shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    if model.is_diffusion:
+        from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
+
+        dparams = _diffusion_params(diffusion, shared)
+        chunks = stream_diffusion(model, prompt_tokens, max_tokens=max_tokens, params=dparams, stop=stop,
+                                  adjust=adjust, context=context, n_ctx=n_ctx, n_threads=n_threads,
+                                  on_step=on_step, should_stop=should_stop)
+    else:
+        if diffusion:
+            raise ValueError(f"diffusion parameters were given, but {model.path.name} is an autoregressive model")
+        extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
+                 "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
+        sampling = SamplingParams(**{k: v for k, v in {**shared, **extra}.items() if v is not None}).with_seed()
+        chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop)
+    return chunks if stream else _collect(chunks)
+
+
+def _diffusion_params(diffusion: DiffusionParams | dict | None, shared: dict[str, Any]) -> DiffusionParams:
+    if diffusion is None:
+        base = DiffusionParams()
+    elif isinstance(diffusion, DiffusionParams):
+        base = diffusion
+    elif isinstance(diffusion, dict):
+        known = {f.name for f in fields(DiffusionParams)}
+        unknown = sorted(set(diffusion) - known)
+        if unknown:
+            raise ValueError(f"unknown diffusion parameter(s): {', '.join(unknown)}")
+        base = DiffusionParams(**diffusion)
+    else:
+        raise ValueError(f"diffusion must be DiffusionParams or a dict, got {type(diffusion).__name__}")
+    return replace(base, **{k: v for k, v in shared.items() if v is not None})
+
+
+def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling: SamplingParams,
+               stop: Sequence[str], context: Context | None, n_ctx: int | None, n_threads: int | None,
+               should_stop: Callable[[], bool] | None) -> Iterator[Chunk]:
+    need = len(prompt_tokens) + max_tokens
+    limit = context.n_ctx if context is not None else (n_ctx or model.n_ctx_train)
+    if len(prompt_tokens) >= limit:
+        raise ValueError(f"the prompt has {len(prompt_tokens)} tokens, which does not fit the context "
+                         f"of {limit} tokens")
+    max_tokens = min(max_tokens, limit - len(prompt_tokens))
+
+    def run() -> Iterator[Chunk]:  # the context is made on first use, freed when done
+        ctx = context or Context(model, n_ctx=min(limit, _round_up(need, 256)), n_threads=n_threads)
+        try:
+            yield from stream_autoregressive(model, ctx, prompt_tokens, max_tokens=max_tokens, sampling=sampling,
+                                             stop=stop, should_stop=should_stop)
+        finally:
+            if context is None:
+                ctx.close()
+
+    return run()
+
+
+def _collect(chunks: Iterator[Chunk]) -> Completion:
+    for chunk in chunks:
+        if chunk.completion is not None:
+            return chunk.completion
+    raise RuntimeError("generation ended without a completion")  # a bug, not a user error

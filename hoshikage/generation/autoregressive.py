@@ -1,0 +1,103 @@
+"""Autoregressive generation: prefill, then one token at a time through llama.cpp's sampler chain."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .. import _ffi
+from ..context import Context
+from ..model import Model
+from .params import SamplingParams
+from .text_stream import TextStream
+from .types import Chunk, Completion, Timings
+
+
+class SamplerChain:
+    """An owned ``llama_sampler`` chain built from SamplingParams (freed by close())."""
+
+    def __init__(self, params: SamplingParams):
+        lib = _ffi.lib()
+        self._lib = lib
+        self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        add = lambda s: lib.llama_sampler_chain_add(self.ptr, s)  # noqa: E731 - the chain takes ownership
+        p = params
+        if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+            add(lib.llama_sampler_init_penalties(p.repeat_last_n, p.repeat_penalty,
+                                                 p.frequency_penalty, p.presence_penalty))
+        if p.greedy:
+            add(lib.llama_sampler_init_greedy())
+            return
+        if p.top_k > 0:
+            add(lib.llama_sampler_init_top_k(p.top_k))
+        if p.top_p < 1.0:
+            add(lib.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p > 0.0:
+            add(lib.llama_sampler_init_min_p(p.min_p, 1))
+        add(lib.llama_sampler_init_temp(p.temperature))
+        add(lib.llama_sampler_init_dist(p.seed))
+
+    def sample(self, ctx: Context) -> int:
+        """Sample (and accept) the next token from the context's last logits row."""
+        return int(self._lib.llama_sampler_sample(self.ptr, ctx.ptr, -1))
+
+    def close(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            self._lib.llama_sampler_free(ptr)
+
+    def __enter__(self) -> SamplerChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, max_tokens: int,
+                          sampling: SamplingParams, stop: Sequence[str] = (),
+                          should_stop: Callable[[], bool] | None = None,
+                          extra_params: dict[str, Any] | None = None) -> Iterator[Chunk]:
+    """Yield text deltas as tokens are generated; the last chunk carries the Completion.
+
+    ``ctx`` must be fresh or cleared; prompt + max_tokens must fit ``ctx.n_ctx`` (checked
+    by the caller). ``should_stop`` is polled before each token; true cancels.
+    """
+    t0 = time.perf_counter()
+    ctx.clear_memory()
+    ctx.set_causal_attn(True)
+    ctx.decode(prompt_tokens, logits="last")
+    t_prompt = time.perf_counter() - t0
+    text = TextStream(stop)
+    tokens: list[int] = []
+    finish = "length"
+    first_token_at = None
+    params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), **(extra_params or {})}
+    with SamplerChain(sampling) as chain:
+        while len(tokens) < max_tokens:
+            if should_stop is not None and should_stop():
+                finish = "cancelled"
+                break
+            tok = chain.sample(ctx)
+            if first_token_at is None:
+                first_token_at = time.perf_counter() - t0
+            if model.is_eog(tok):
+                finish = "stop"
+                break
+            tokens.append(tok)
+            delta = text.push(model.token_to_piece(tok, special=True))
+            if text.stopped:
+                finish = "stop"
+                if delta:
+                    yield Chunk(delta, [tok])
+                break
+            if delta:
+                yield Chunk(delta, [tok])
+            if len(tokens) < max_tokens:
+                ctx.decode([tok], logits="last")
+    tail = text.finish()
+    timings = Timings(prompt_seconds=t_prompt, generation_seconds=time.perf_counter() - t0 - t_prompt,
+                      first_token_seconds=first_token_at)
+    completion = Completion(text=text.text, tokens=tokens, prompt_tokens=len(prompt_tokens),
+                            finish_reason=finish, kind="autoregressive", timings=timings, params=params)
+    yield Chunk(tail, [], finish, completion)

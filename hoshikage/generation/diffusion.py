@@ -1,0 +1,121 @@
+"""Diffusion generation: glue between a Context and the numpy diffusion loop.
+
+The loop (``hoshikage.sampling.run_diffusion``) pulls logits through ``logits_fn``: one
+non-causal pass of the whole canvas, read back as a zero-copy ``[canvas, n_vocab]`` view.
+Everything here is bookkeeping: canvas size, context size, causal attention off during the
+loop and restored after, and turning the final canvas into an answer.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, replace
+from enum import IntEnum
+
+import numpy as np
+
+from ..context import Context
+from ..model import Model
+from ..sampling import plan_block_schedule, run_diffusion
+from ..sampling.params import DiffusionParams, Schedule
+from .types import Chunk, Completion, Timings
+
+
+def answer_tokens(model: Model, canvas_after_prompt: np.ndarray) -> tuple[list[int], bool]:
+    """The answer: canvas tokens up to the first end-of-generation token; and whether one was found."""
+    out = []
+    for tok in canvas_after_prompt.tolist():
+        if model.is_eog(tok):
+            return out, True
+        out.append(tok)
+    return out, False
+
+
+def plan_canvas(model: Model, n_prompt: int, max_tokens: int, params: DiffusionParams, *, limit: int,
+                adjust: bool) -> tuple[int, DiffusionParams, list[str]]:
+    """Canvas length and final params for a request, or ValueError naming what does not fit.
+
+    ``limit`` is the largest canvas the context allows (its n_ubatch). With ``adjust``, a
+    canvas past the limit is cut to it, and block-schedule divisibility is restored by
+    rounding up (steps) or down/up (canvas); each change is described in the notes.
+    """
+    notes: list[str] = []
+    if n_prompt >= limit:
+        raise ValueError(f"the prompt has {n_prompt} tokens, which leaves no room in a canvas of at most {limit}")
+    canvas = n_prompt + max_tokens
+    if canvas > limit:
+        if not adjust:
+            raise ValueError(f"max_tokens={max_tokens} makes a canvas of {canvas} tokens; the context allows {limit}")
+        notes.append(f"max_tokens lowered from {max_tokens} to {limit - n_prompt} to fit the context ({limit})")
+        canvas = limit
+    if params.schedule == Schedule.BLOCK_BASED:
+        plan = plan_block_schedule(canvas_length=canvas, n_prompt=n_prompt, steps=params.steps,
+                                   block_length=params.block_length, adjust=adjust, max_canvas=limit)
+        canvas = plan.canvas_length
+        if plan.steps != params.steps:
+            params = replace(params, steps=plan.steps)
+        notes.extend(plan.notes)
+    return canvas, params, notes
+
+
+def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: int, params: DiffusionParams,
+                     stop: Sequence[str] = (), adjust: bool = True, context: Context | None = None,
+                     n_ctx: int | None = None, n_threads: int | None = None,
+                     on_step: Callable[[int, int, np.ndarray], bool | None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Iterator[Chunk]:
+    """Validate eagerly, then return an iterator yielding the answer as one chunk (pseudo-streaming)."""
+    mask = model.mask_token
+    if mask is None:
+        raise ValueError(f"{model.path.name} is a diffusion model without a mask token (tokenizer.ggml.mask_token_id)")
+    limit = context.n_ubatch if context is not None else (n_ctx or model.n_ctx_train)
+    canvas, params, notes = plan_canvas(model, len(prompt_tokens), max_tokens, params, limit=limit, adjust=adjust)
+
+    def step_callback(step: int, total: int, tokens: np.ndarray) -> bool:
+        if should_stop is not None and should_stop():
+            return False
+        return on_step is None or on_step(step, total, tokens) is not False
+
+    def run() -> Iterator[Chunk]:
+        ctx = context or Context(model, n_ctx=canvas, n_batch=canvas, n_ubatch=canvas, n_threads=n_threads)
+
+        def logits_fn(tokens: np.ndarray) -> np.ndarray:
+            ctx.decode(tokens, logits="all", pos=0)
+            return ctx.logits_view()
+
+        try:
+            ctx.set_causal_attn(False)
+            result = run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas,
+                                   mask_token_id=mask, n_vocab=model.n_vocab, logits_fn=logits_fn,
+                                   params=params, shift_logits=model.shift_logits, step_callback=step_callback)
+        finally:
+            if context is None:
+                ctx.close()
+            else:
+                ctx.set_causal_attn(True)
+        yield _to_chunk(model, len(prompt_tokens), result, params, stop, notes, canvas)
+
+    return run()
+
+
+def _to_chunk(model: Model, n_prompt: int, result, params: DiffusionParams, stop: Sequence[str],
+              notes: list[str], canvas: int) -> Chunk:
+    after_prompt = result.tokens[n_prompt:]
+    tokens, hit_eog = answer_tokens(model, after_prompt)
+    text = model.detokenize(tokens, remove_special=False, unparse_special=False)
+    finish = "stop" if hit_eog else "length"
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    if cuts:
+        text, finish = text[: min(cuts)], "stop"
+    if result.cancelled:
+        finish = "cancelled"
+    timings = Timings(generation_seconds=result.decode_seconds + result.sampling_seconds,
+                      decode_seconds=result.decode_seconds, sampling_seconds=result.sampling_seconds,
+                      steps=result.steps_run)
+    effective = {k: (v.name if isinstance(v, IntEnum) else v) for k, v in asdict(params).items()}
+    effective.update(canvas_length=canvas, max_tokens=canvas - n_prompt, stop=list(stop),
+                     shift_logits=model.shift_logits, mask_token_id=model.mask_token)
+    completion = Completion(
+        text=text, tokens=tokens, prompt_tokens=n_prompt, finish_reason=finish, kind="diffusion",
+        timings=timings, params=effective,
+        canvas_text=model.detokenize(after_prompt.tolist(), remove_special=False, unparse_special=False),
+        notes=notes)
+    return Chunk(text, tokens, finish, completion)

@@ -1,0 +1,330 @@
+"""Model: a loaded GGUF — metadata, vocabulary, tokenizer and chat template.
+
+A Model owns one ``llama_model *``. Contexts (``hoshikage.context.Context``) keep their
+model alive; ``close()`` frees the model and may be called twice. Nothing here calls C with
+unchecked input: paths are checked for existence and the GGUF magic first.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _ffi
+from .chat_template import ChatMessage, normalize_messages, render_jinja_chat_template
+from .errors import ClosedError, ModelLoadError
+
+LLAMA_TOKEN_NULL = -1
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path if it looks like a GGUF file, else raise ModelLoadError saying why."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelLoadError(f"model file not found: {p}")
+    if p.is_dir():
+        raise ModelLoadError(f"model path is a directory, not a GGUF file: {p}")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
+    if len(magic) < 4:
+        raise ModelLoadError(f"model file is empty or truncated ({p.stat().st_size} bytes): {p}")
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r}): {p}")
+    return p
+
+
+class Model:
+    """A GGUF model loaded by llama.cpp.
+
+    Args:
+        path: the .gguf file.
+        n_gpu_layers: layers to offload to the GPU (0 = CPU only; -1 = all).
+        use_mmap: map the file instead of reading it (fast loads, shared pages).
+        use_mlock: lock the weights in RAM.
+        vocab_only: load only the vocabulary (tokenizer work, no weights).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0, use_mmap: bool = True,
+                 use_mlock: bool = False, vocab_only: bool = False):
+        self.path = check_gguf_file(path)
+        if not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
+            raise ValueError(f"n_gpu_layers must be an int >= -1, got {n_gpu_layers!r}")
+        lib = _ffi.lib()
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
+        params.use_mmap = bool(use_mmap)
+        params.use_mlock = bool(use_mlock)
+        params.vocab_only = bool(vocab_only)
+        ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        if ptr == _ffi.NULL:
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.path} (corrupt, truncated, or an unsupported "
+                "architecture; the hoshikage.llama log says why)")
+        self._ptr = ptr
+        self._lib = lib
+        self._vocab = lib.llama_model_get_vocab(ptr)
+        self.load_params = {"n_gpu_layers": n_gpu_layers, "use_mmap": use_mmap,
+                            "use_mlock": use_mlock, "vocab_only": vocab_only}
+        self._metadata: dict[str, str] | None = None
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @property
+    def ptr(self) -> Any:
+        """The ``llama_model *``; raises ClosedError after close()."""
+        if self._ptr is None:
+            raise ClosedError(f"model {self.path.name} is closed")
+        return self._ptr
+
+    @property
+    def vocab_ptr(self) -> Any:
+        self.ptr  # raises when closed
+        return self._vocab
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        """Free the model. Safe to call twice. Contexts made from it must be closed first
+        (a Context holds a reference, so this only happens when you call it yourself)."""
+        ptr, self._ptr = getattr(self, "_ptr", None), None
+        if ptr is not None:
+            self._lib.llama_model_free(ptr)
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # safety net only; prefer close() / with
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.arch}, {self.n_vocab} tokens"
+        return f"Model({str(self.path)!r}, {state})"
+
+    # -- metadata --------------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """GGUF key/value metadata as llama.cpp renders it (values as strings; arrays omitted)."""
+        if self._metadata is None:
+            lib, ptr = self._lib, self.ptr
+            out: dict[str, str] = {}
+            for i in range(lib.llama_model_meta_count(ptr)):
+                key = _read_c_string(lambda buf, n: lib.llama_model_meta_key_by_index(ptr, i, buf, n))
+                val = _read_c_string(lambda buf, n: lib.llama_model_meta_val_str_by_index(ptr, i, buf, n))
+                if key is not None and val is not None:
+                    out[key] = val
+            self._metadata = out
+        return dict(self._metadata)
+
+    def meta(self, key: str) -> str | None:
+        """One metadata value as a string, or None if absent."""
+        lib, ptr = self._lib, self.ptr
+        return _read_c_string(lambda buf, n: lib.llama_model_meta_val_str(ptr, key.encode(), buf, n))
+
+    @property
+    def arch(self) -> str:
+        return self.meta("general.architecture") or "unknown"
+
+    @property
+    def description(self) -> str:
+        lib, ptr = self._lib, self.ptr
+        return _read_c_string(lambda buf, n: lib.llama_model_desc(ptr, buf, n)) or ""
+
+    @property
+    def n_vocab(self) -> int:
+        return int(self._lib.llama_vocab_n_tokens(self.vocab_ptr))
+
+    @property
+    def n_ctx_train(self) -> int:
+        return int(self._lib.llama_model_n_ctx_train(self.ptr))
+
+    @property
+    def n_embd(self) -> int:
+        return int(self._lib.llama_model_n_embd(self.ptr))
+
+    @property
+    def n_params(self) -> int:
+        return int(self._lib.llama_model_n_params(self.ptr))
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of all tensors (the weights' memory, not counting contexts)."""
+        return int(self._lib.llama_model_size(self.ptr))
+
+    @property
+    def is_diffusion(self) -> bool:
+        """True for diffusion LLMs (llama.cpp archs llada, llada-moe, dream, rnd1)."""
+        return bool(self._lib.llama_model_is_diffusion(self.ptr))
+
+    @property
+    def shift_logits(self) -> bool:
+        """``diffusion.shift_logits``; a missing key counts as true, as llama-diffusion-cli reads it."""
+        value = self.meta("diffusion.shift_logits")
+        return True if value is None else value == "true"
+
+    @property
+    def chat_template(self) -> str | None:
+        raw = self._lib.llama_model_chat_template(self.ptr, _ffi.NULL)
+        return None if raw == _ffi.NULL else _ffi.ffi.string(raw).decode("utf-8", "replace")
+
+    # -- special tokens --------------------------------------------------------------------
+
+    def _special(self, fn: str) -> int | None:
+        tok = int(getattr(self._lib, fn)(self.vocab_ptr))
+        return None if tok == LLAMA_TOKEN_NULL else tok
+
+    @property
+    def mask_token(self) -> int | None:
+        return self._special("llama_vocab_mask")
+
+    @property
+    def bos_token(self) -> int | None:
+        return self._special("llama_vocab_bos")
+
+    @property
+    def eos_token(self) -> int | None:
+        return self._special("llama_vocab_eos")
+
+    @property
+    def eot_token(self) -> int | None:
+        return self._special("llama_vocab_eot")
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """The special tokens the vocabulary defines, by role (absent roles are left out)."""
+        roles = {"bos": "llama_vocab_bos", "eos": "llama_vocab_eos", "eot": "llama_vocab_eot",
+                 "sep": "llama_vocab_sep", "nl": "llama_vocab_nl", "pad": "llama_vocab_pad",
+                 "mask": "llama_vocab_mask"}
+        out = {}
+        for role, fn in roles.items():
+            tok = self._special(fn)
+            if tok is not None:
+                out[role] = tok
+        return out
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._lib.llama_vocab_get_add_bos(self.vocab_ptr))
+
+    def is_eog(self, token: int) -> bool:
+        """True if ``token`` ends generation (eos, eot, and the like)."""
+        return bool(self._lib.llama_vocab_is_eog(self.vocab_ptr, int(token)))
+
+    # -- tokenizer -------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Text -> token ids. ``add_special`` adds BOS/EOS as the model wants; ``parse_special``
+        turns special-token text such as ``<|im_start|>`` into its single token."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        data = text.encode("utf-8", "surrogatepass")
+        lib, vocab = self._lib, self.vocab_ptr
+        capacity = len(data) + 8
+        while True:
+            buf = _ffi.ffi.new("llama_token[]", capacity)
+            n = lib.llama_tokenize(vocab, data, len(data), buf, capacity, add_special, parse_special)
+            if n >= 0:
+                return list(_ffi.ffi.unpack(buf, n))
+            if -n <= capacity or -n == 2**31:  # int32 overflow: the input is too long to tokenize
+                raise ValueError(f"text of {len(data)} bytes is too long to tokenize")
+            capacity = -n
+
+    def token_to_piece(self, token: int, *, special: bool = True) -> bytes:
+        """The raw bytes of one token (may be part of a UTF-8 character)."""
+        self._check_token(token)
+        lib, vocab = self._lib, self.vocab_ptr
+        size = 64
+        while True:
+            buf = _ffi.ffi.new("char[]", size)
+            n = lib.llama_token_to_piece(vocab, int(token), buf, size, 0, special)
+            if n >= 0:
+                return _ffi.ffi.unpack(buf, n)
+            size = -n
+
+    def detokenize(self, tokens: Iterable[int], *, remove_special: bool = False,
+                   unparse_special: bool = False) -> str:
+        """Token ids -> text, as llama_detokenize does (the inverse of tokenize)."""
+        toks = [int(t) for t in tokens]
+        for t in toks:
+            self._check_token(t)
+        lib, vocab = self._lib, self.vocab_ptr
+        arr = _ffi.ffi.new("llama_token[]", toks or [0])
+        size = max(16, 8 * len(toks))
+        while True:
+            buf = _ffi.ffi.new("char[]", size)
+            n = lib.llama_detokenize(vocab, arr, len(toks), buf, size, remove_special, unparse_special)
+            if n >= 0:
+                return _ffi.ffi.unpack(buf, n).decode("utf-8", "replace")
+            size = -n
+
+    def _check_token(self, token: int) -> None:
+        if not 0 <= int(token) < self.n_vocab:
+            raise ValueError(f"token id {token} is out of range [0, {self.n_vocab})")
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage | dict], *,
+                            add_generation_prompt: bool = True, template: str | None = None) -> str:
+        """Render ``messages`` ([{"role", "content"}, ...]) with the model's chat template.
+
+        llama.cpp's built-in engine is used when it recognises the template; otherwise the
+        template is rendered with jinja2 the way llama.cpp's jinja path does.
+        """
+        tmpl = template if template is not None else self.chat_template
+        if tmpl is None:
+            raise ValueError(f"model {self.path.name} has no chat template; pass template= or use a raw prompt")
+        msgs = normalize_messages(messages)
+        builtin = self._builtin_chat_template(tmpl, msgs, add_generation_prompt)
+        if builtin is not None:
+            return builtin
+        return render_jinja_chat_template(
+            tmpl, msgs, add_generation_prompt=add_generation_prompt,
+            bos_token=self._token_text(self.bos_token), eos_token=self._token_text(self.eos_token))
+
+    def _builtin_chat_template(self, tmpl: str, msgs: list[ChatMessage], add_ass: bool) -> str | None:
+        """llama_chat_apply_template, or None when llama.cpp does not recognise the template."""
+        ffi = _ffi.ffi
+        keep = [ffi.new("char[]", m.role.encode()) for m in msgs] + \
+               [ffi.new("char[]", m.content.encode("utf-8", "surrogatepass")) for m in msgs]
+        chat = ffi.new("struct llama_chat_message[]", len(msgs) or 1)
+        for i in range(len(msgs)):
+            chat[i].role = keep[i]
+            chat[i].content = keep[len(msgs) + i]
+        tmpl_c = tmpl.encode()
+        size = 256 + 2 * sum(len(m.content) + len(m.role) for m in msgs)
+        while True:
+            buf = ffi.new("char[]", size)
+            n = self._lib.llama_chat_apply_template(tmpl_c, chat, len(msgs), add_ass, buf, size)
+            if n < 0:
+                return None
+            if n <= size:
+                return ffi.unpack(buf, n).decode("utf-8", "replace")
+            size = n
+
+    def _token_text(self, token: int | None) -> str:
+        return "" if token is None else self.token_to_piece(token, special=True).decode("utf-8", "replace")
+
+
+def _read_c_string(call: Any, size: int = 256) -> str | None:
+    """Call a llama.h ``(buf, buf_size) -> int`` getter, growing the buffer until it fits."""
+    while True:
+        buf = _ffi.ffi.new("char[]", size)
+        n = call(buf, size)
+        if n < 0:
+            return None
+        if n < size:
+            return _ffi.ffi.string(buf).decode("utf-8", "replace")
+        size = n + 1

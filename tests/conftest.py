@@ -1,0 +1,43 @@
+"""Shared fixtures. Models are located or generated at test time, never committed.
+
+The native build is a prerequisite (``make test`` runs build_llama.py first): tests that
+need it fail loudly rather than skip, so a broken build cannot pass CI.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def native_build():
+    from hoshikage import _ffi
+
+    return _ffi.native_build()
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    from hoshikage.models import smollm2_path
+
+    return smollm2_path()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    from hoshikage import Model
+
+    with Model(smollm2_path) as model:
+        yield model
+
+
+@pytest.fixture(scope="session")
+def tool(native_build):
+    """Path of a reference program built from the same llama.cpp source."""
+
+    def get(name: str) -> str:
+        path = native_build.tools.get(name)
+        if path is None:
+            raise AssertionError(f"{name} is not in the build manifest; run build_llama.py")
+        return path
+
+    return get
