@@ -90,20 +90,38 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def run(cmd: list[str], step: str, fix: str, cwd: Path | None = None, quiet: bool = False) -> str:
-    """Run a command; on failure raise BuildError naming the step, the tail of its output and a fix."""
+def run(cmd: list[str], step: str, fix: str, cwd: Path | None = None, quiet: bool = False,
+        log_file: Path | None = None) -> str:
+    """Run a command; on failure raise BuildError naming the step, the tail of its output and a fix.
+
+    quiet: capture the output and return it. log_file: write the full output there and echo
+    only progress lines (``[ 42%] ...``) and errors, so a cold build prints a readable log.
+    """
     try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, text=True,
-            stdout=subprocess.PIPE if quiet else None,
-            stderr=subprocess.STDOUT if quiet else None,
-        )
+        proc = subprocess.Popen(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                errors="replace")
     except FileNotFoundError as exc:
         raise BuildError(f"step '{step}': {cmd[0]} was not found. {fix}") from exc
+    lines: list[str] = []
+    sink = open(log_file, "w") if log_file else None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if sink:
+                sink.write(line)
+                if re.match(r"^\[\s*\d+%\]", line) or "error" in line.lower():
+                    print("      " + line.rstrip(), flush=True)
+            elif not quiet:
+                print(line, end="", flush=True)
+    finally:
+        if sink:
+            sink.close()
+    proc.wait()
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout or "").splitlines()[-30:])
-        raise BuildError(f"step '{step}' failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}\n{fix}")
-    return proc.stdout or ""
+        tail = "".join(lines[-40:])
+        where = f" (full log: {log_file})" if log_file else ""
+        raise BuildError(f"step '{step}' failed (exit {proc.returncode}){where}: {' '.join(cmd)}\n{tail}\n{fix}")
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +206,34 @@ def resolve_source(root: Path) -> tuple[Path, str, str]:
 # 2-3. cmake configure and build
 
 
+# /proc/cpuinfo flag -> ggml CMake option. AMX is left out on purpose: on the VMs this was
+# built on, CPUID reports AMX but `tilezero` raises SIGILL, so -march=native (GGML_NATIVE)
+# produces a library that crashes. The flags below are what -march=native gives, minus AMX.
+X86_FEATURES = {
+    "sse4_2": "GGML_SSE42", "f16c": "GGML_F16C", "fma": "GGML_FMA", "bmi2": "GGML_BMI2",
+    "avx": "GGML_AVX", "avx2": "GGML_AVX2", "avx_vnni": "GGML_AVX_VNNI", "avx512f": "GGML_AVX512",
+    "avx512vbmi": "GGML_AVX512_VBMI", "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16",
+}
+
+
+def cpu_options() -> list[str]:
+    """ggml ISA options for this CPU (x86-64 Linux), else [] to let GGML_NATIVE decide."""
+    try:
+        flags = set()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        return []
+    if "avx" not in flags:  # not x86-64 with AVX: keep llama.cpp's defaults
+        return []
+    return ["-DGGML_NATIVE=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"] + [
+        f"-D{opt}={'ON' if flag in flags else 'OFF'}" for flag, opt in sorted(X86_FEATURES.items())]
+
+
 def cmake_options(cuda: bool, with_server: bool) -> list[str]:
+    """All -D options; they are part of the cache key, so a different CPU gets its own build."""
     opts = [
         "-DCMAKE_BUILD_TYPE=Release",
         "-DBUILD_SHARED_LIBS=ON",
@@ -202,9 +247,12 @@ def cmake_options(cuda: bool, with_server: bool) -> list[str]:
         "-DLLAMA_BUILD_APP=OFF",
         "-DLLAMA_BUILD_UI=OFF",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
+        "-DLLAMA_ALL_WARNINGS=OFF",
+        *cpu_options(),
     ]
     if cuda:
         opts.append("-DGGML_CUDA=ON")
+    opts += os.environ.get("HOSHIKAGE_CMAKE_ARGS", "").split()
     return opts
 
 
@@ -217,8 +265,7 @@ def native_inputs_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def build(tree: Path, build_dir: Path, cuda: bool, with_server: bool, jobs: int) -> None:
-    opts = cmake_options(cuda, with_server)
+def build(tree: Path, build_dir: Path, opts: list[str], cuda: bool, with_server: bool, jobs: int) -> None:
     fix_cmake = "Install cmake (>= 3.14) and a C/C++ compiler: apt-get install cmake g++."
     if cuda:
         fix_cmake += " --cuda also needs the CUDA toolkit (nvcc on PATH)."
@@ -229,7 +276,8 @@ def build(tree: Path, build_dir: Path, cuda: bool, with_server: bool, jobs: int)
     log(f"[3/5] building {', '.join(targets)} with {jobs} jobs (about 7 minutes on 2 cores the first time)")
     t0 = time.time()
     run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *targets],
-        "build", "Read the compiler error above; a missing compiler is fixed by apt-get install g++.")
+        "build", "Read the compiler error above; a missing compiler is fixed by apt-get install g++.",
+        log_file=build_dir / "build.log")
     log(f"      built in {time.time() - t0:.0f} s")
 
 
@@ -285,7 +333,7 @@ def preprocess(tree: Path) -> str:
                "-DGGML_DEPRECATED(x,y)=x", "-D__restrict=", "-D__extension__=", "-D__asm__(x)=",
                "-D__inline=", "-D__THROW=", "-D__nonnull(x)="]
     cc = os.environ.get("CC", "cc")
-    return run([cc, "-E", "-P" if False else "-E", *defines,
+    return run([cc, "-E", *defines,
                 "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include"),
                 str(tree / "include" / "llama.h")],
                "cdef", "The C preprocessor (cc -E) is needed: apt-get install gcc.", quiet=True)
@@ -412,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"[1/5] llama.cpp source (cache: {root})")
         tree, commit, source_id = resolve_source(root)
-        options = {"cuda": args.cuda, "server": args.with_server, "format": CACHE_FORMAT}
+        cmake_opts = cmake_options(args.cuda, args.with_server)
+        options = {"cuda": args.cuda, "server": args.with_server, "format": CACHE_FORMAT, "cmake": cmake_opts}
         key = hashlib.sha256(json.dumps([source_id, options], sort_keys=True).encode()).hexdigest()[:16]
         build_dir = root / "build" / key
         if args.print_dir:
@@ -426,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 (root / "current.json").write_text(json.dumps({"build_dir": str(build_dir)}) + "\n")
                 log(f"up to date: {build_dir}")
                 return 0
-        build(tree, build_dir, args.cuda, args.with_server, args.jobs)
+        build(tree, build_dir, cmake_opts, args.cuda, args.with_server, args.jobs)
         bin_dir = build_dir / "bin"
         log("[4/5] generating the cffi cdef from llama.h")
         cdef = generate_cdef(tree, commit)

@@ -57,8 +57,8 @@ class Model:
         lib = _ffi.lib()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
-        params.use_mmap = bool(use_mmap)
-        params.use_mlock = bool(use_mlock)
+        # llama.h folds mmap/mlock into one enum: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3.
+        params.load_mode = (1 if use_mmap else 0) + (2 if use_mlock else 0)
         params.vocab_only = bool(vocab_only)
         ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if ptr == _ffi.NULL:
