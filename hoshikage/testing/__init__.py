@@ -4,8 +4,9 @@
 RND1) that llama.cpp loads and runs like the real checkpoints. They are NOT real models.
 """
 from .diffusion_models import (ARCH_NAMES, GENERATOR_VERSION, PRESETS, TINY_PRESETS, WeightStyle,
-                               cached_model_path, default_cache_dir, ensure_test_model,
+                               cached_model_path, default_cache_dir, ensure_test_model, llama_tool,
                                write_diffusion_gguf)
 
 __all__ = ["ARCH_NAMES", "GENERATOR_VERSION", "PRESETS", "TINY_PRESETS", "WeightStyle",
-           "cached_model_path", "default_cache_dir", "ensure_test_model", "write_diffusion_gguf"]
+           "cached_model_path", "default_cache_dir", "ensure_test_model", "llama_tool",
+           "write_diffusion_gguf"]

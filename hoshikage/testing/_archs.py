@@ -29,6 +29,7 @@ class ArchSpec:
     qkv_bias: bool                 # Dream (Qwen2.5): q/k/v biases
     qk_norm: bool                  # LLaDA-MoE, RND1 (Qwen3-MoE): attn_q_norm / attn_k_norm
     moe: bool
+    rope_neox: bool                # llama_model_rope_type: LLaDA NORM, the others NEOX
     write_expert_ff: bool          # <arch>.expert_feed_forward_length
     # defaults for the generated (tiny) model, as ratios of / offsets from n_embd
     n_head: int = 4
@@ -47,7 +48,7 @@ ARCHS: dict[str, ArchSpec] = {
         arch="llada", real_model="GSAI-ML/LLaDA-8B-Instruct",
         context_length=4096, rope_freq_base=500000.0, rms_eps=1e-5,
         shift_logits=False, write_vocab_size=True, write_rope_dims=True, write_head_dim=False,
-        qkv_bias=False, qk_norm=False, moe=False, write_expert_ff=False,
+        qkv_bias=False, qk_norm=False, moe=False, rope_neox=False, write_expert_ff=False,
         n_head=4, n_head_kv=4, ff_mult=3.0),
     # Dream-org/Dream-v0-Instruct-7B (Qwen2.5-7B): hidden 3584, 28 heads / 4 kv heads,
     # intermediate 18944, max_position_embeddings 131072, rope_theta 1e6, rms_norm_eps 1e-6.
@@ -55,7 +56,7 @@ ARCHS: dict[str, ArchSpec] = {
         arch="dream", real_model="Dream-org/Dream-v0-Instruct-7B",
         context_length=131072, rope_freq_base=1000000.0, rms_eps=1e-6,
         shift_logits=None, write_vocab_size=False, write_rope_dims=False, write_head_dim=False,
-        qkv_bias=True, qk_norm=False, moe=False, write_expert_ff=False,
+        qkv_bias=True, qk_norm=False, moe=False, rope_neox=True, write_expert_ff=False,
         n_head=4, n_head_kv=2, ff_mult=16.0 / 3.0),
     # inclusionAI/LLaDA-MoE-7B-A1B-Instruct: hidden 2048, 16 heads = kv heads, 64 experts,
     # 8 used, expert_intermediate_size 1024, dense_intermediate_size 8192,
@@ -64,7 +65,7 @@ ARCHS: dict[str, ArchSpec] = {
         arch="llada-moe", real_model="inclusionAI/LLaDA-MoE-7B-A1B-Instruct",
         context_length=8192, rope_freq_base=50000.0, rms_eps=1e-5,
         shift_logits=False, write_vocab_size=False, write_rope_dims=False, write_head_dim=False,
-        qkv_bias=False, qk_norm=True, moe=True, write_expert_ff=True,
+        qkv_bias=False, qk_norm=True, moe=True, rope_neox=True, write_expert_ff=True,
         n_head=4, n_head_kv=4, ff_mult=4.0, n_expert=8, n_expert_used=2, ff_exp_mult=0.5),
     # radicalnumerics/RND1-Base-0910 (Qwen3-30B-A3B): hidden 2048, 32 heads / 4 kv heads,
     # head_dim 128 (!= 2048/32), 128 experts, 8 used, moe_intermediate_size 768,
@@ -73,7 +74,7 @@ ARCHS: dict[str, ArchSpec] = {
         arch="rnd1", real_model="radicalnumerics/RND1-Base-0910",
         context_length=40960, rope_freq_base=1000000.0, rms_eps=1e-6,
         shift_logits=None, write_vocab_size=False, write_rope_dims=False, write_head_dim=True,
-        qkv_bias=False, qk_norm=True, moe=True, write_expert_ff=True,
+        qkv_bias=False, qk_norm=True, moe=True, rope_neox=True, write_expert_ff=True,
         n_head=4, n_head_kv=2, ff_mult=3.0, head_dim_mult=2.0, n_expert=8, n_expert_used=2,
         ff_exp_mult=0.5),
 }

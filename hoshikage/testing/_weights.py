@@ -37,7 +37,10 @@ class WeightStyle:
     attn_gain: float = 1.5      # scale of the attention output projection
     ffn_gain: float = 1.0       # scale of the FFN down projection
     router_gain: float = 2.0    # MoE router logits' std
-    bias_std: float = 0.3       # Dream q/k/v biases
+    rope_hf_boost: float = 3.0  # extra q/k weight on the fastest-rotating quarter of RoPE pairs
+    mask_embd_scale: float = 0.05  # the mask token's embedding is small (see mask_embedding)
+    bias_std: float = 0.3       # Dream q/k biases (times qk_gain)
+    v_bias_std: float = 0.05    # Dream v bias: small, or every position shares it
     norm_jitter: float = 0.1    # norm weights ~ 1 + jitter * N(0, 1)
 
 
@@ -70,6 +73,26 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, dtype)
     return out
 
 
+def mask_embedding(d: Dims, style: WeightStyle, seed: int) -> np.ndarray:
+    """The mask token's input embedding: small, so that at a masked position the residual
+    stream is what attention gathered from the context, not a vector every masked
+    position shares (which would make them all predict the same tokens)."""
+    rng = _rng(seed, "mask_embedding")
+    return (style.mask_embd_scale * rng.standard_normal(d.n_embd)).astype(np.float32)
+
+
+def _rope_pair_gain(spec: ArchSpec, d: Dims, style: WeightStyle, n_heads: int) -> np.ndarray:
+    """Per q/k row factor putting more weight on the fast-rotating RoPE dimensions, so that
+    attention scores change from one position to the next (with rope bases of 5e5-1e6 most
+    dimensions barely rotate over a short sequence, and neighbours would all agree).
+    Rows are rescaled so the total q/k variance is unchanged."""
+    hd = d.head_dim
+    pair = np.arange(hd) // 2 if not spec.rope_neox else np.arange(hd) % (hd // 2)
+    g = np.where(pair < max(1, hd // 8), style.rope_hf_boost, 1.0)
+    g = g / np.sqrt((g * g).mean())
+    return np.tile(g, n_heads)
+
+
 def make_tensor(name: str, shape: tuple[int, ...], spec: ArchSpec, d: Dims, vocab: Vocab,
                 style: WeightStyle, seed: int, dtype) -> np.ndarray:
     """One tensor. 1-D tensors (norms, biases) are always float32, as the converter keeps
@@ -83,14 +106,28 @@ def make_tensor(name: str, shape: tuple[int, ...], spec: ArchSpec, d: Dims, voca
         # q/k are RMS-normalised per head; the norm weight sets their scale
         return (style.qk_gain * (1.0 + style.norm_jitter * rng.standard_normal(shape))).astype(f32)
     if name.endswith(".bias"):
-        return (style.bias_std * style.qk_gain * rng.standard_normal(shape)).astype(f32)
+        std = style.v_bias_std if kind == "attn_v" else style.bias_std * style.qk_gain
+        return (std * rng.standard_normal(shape)).astype(f32)
     if kind == "token_embd":
-        return _normal(rng, shape, 1.0, dtype)
+        out = _normal(rng, shape, 1.0, dtype)
+        out[vocab.ids["mask"]] = mask_embedding(d, style, seed)
+        return out
     if kind in ("attn_q", "attn_k"):
         gain = 1.0 if spec.qk_norm else style.qk_gain
-        return _normal(rng, shape, gain / np.sqrt(d.n_embd), dtype)
+        w = _normal(rng, shape, gain / np.sqrt(d.n_embd), dtype)
+        n_heads = d.n_head if kind == "attn_q" else d.n_head_kv
+        w *= _rope_pair_gain(spec, d, style, n_heads)[:, None].astype(dtype)
+        return w
     if kind == "attn_v":
-        return _normal(rng, shape, 1.0 / np.sqrt(d.n_embd), dtype)
+        w = _normal(rng, shape, 1.0 / np.sqrt(d.n_embd), np.float32)
+        if name == "blk.0.attn_v.weight":
+            # masks carry no information: their value vector in the first layer is zero
+            norm_w = make_tensor("blk.0.attn_norm.weight", (d.n_embd,), spec, d, vocab, style,
+                                 seed, dtype)
+            m = mask_embedding(d, style, seed).astype(np.float64) * norm_w
+            m /= np.linalg.norm(m)
+            w -= np.outer(w @ m, m).astype(np.float32)
+        return w.astype(dtype)
     if kind == "attn_output":
         return _normal(rng, shape, style.attn_gain / np.sqrt(d.n_q), dtype)
     if kind in ("ffn_gate", "ffn_up", "ffn_gate_exps", "ffn_up_exps"):

@@ -225,9 +225,31 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
 
 # --- cache ------------------------------------------------------------------------------
 
+def hoshikage_cache_root() -> Path:
+    """Same rule as build_llama.py / hoshikage._ffi: $HOSHIKAGE_CACHE_DIR, else
+    $XDG_CACHE_HOME/hoshikage, else ~/.cache/hoshikage."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hoshikage"
+
+
 def default_cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else Path.home() / ".cache" / "hoshikage") / "models"
+    """Where generated test models are kept: ``<cache root>/models``."""
+    return hoshikage_cache_root() / "models"
+
+
+def llama_tool(name: str) -> Path | None:
+    """Path of a llama.cpp tool (e.g. ``llama-diffusion-cli``) from the current build
+    manifest (``<cache root>/current.json`` -> ``hoshikage-build.json`` ``tools``), or None."""
+    try:
+        build_dir = Path(json.loads((hoshikage_cache_root() / "current.json").read_text())["build_dir"])
+        tools = json.loads((build_dir / "hoshikage-build.json").read_text()).get("tools", {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = tools.get(name)
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def preset_params(name: str) -> ModelParams:
