@@ -1,0 +1,165 @@
+"""``llama_sampler_dist_apply`` over a batch of candidate arrays.
+
+The C computes ``e_i = expf(logit_i - max)`` (float), ``sum_cum`` = their double sum
+left to right, draws ``rnd``, and selects the first ``i`` whose double running sum reaches
+``sum_cum * rnd``; probabilities become ``float(e_i / sum_cum)``.
+
+A sequential double sum over a 100k+ vocabulary is latency-bound, so long rows take a
+faster route that is still exact: pairwise block sums give the running sums to within a
+proven bound of the sequential ones (``(n + n/B + B) * 2**-53`` relative); when the target
+lies farther than that from the chosen boundary, and a normalised probability lies farther
+than that from a float32 rounding midpoint, the sequential values would give the same
+answer. Otherwise (about one row in a few hundred) the row is summed sequentially.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._libm import _near_f32_midpoint, expf
+
+__all__ = ["DistResult", "dist"]
+
+_BLOCK = 256
+_FAST_MIN = 4096  # shorter rows are summed sequentially right away
+
+
+def _err_log2(m: int) -> int:
+    """log2 of a safe bound on |approximate - sequential| running sums, relative to the sum."""
+    bound = (m + m // _BLOCK + _BLOCK + 16) * 2.0**-53
+    return math.ceil(math.log2(bound)) + 2
+
+
+@dataclass
+class DistResult:
+    """What the dist stage leaves behind, for ``r`` rows of ``m`` candidates.
+
+    selected: int64 [r], ``cur_p->selected``; token: int32 [r], its id.
+    e:        float32 [r, m], ``expf(logit - max)`` (0 on padding).
+    total:    float64 [r], ``sum_cum``; exact where ``exact`` [r] is True, otherwise within
+              ``2**err_log2`` relative (made exact on demand).
+    """
+
+    selected: np.ndarray
+    token: np.ndarray
+    e: np.ndarray
+    total: np.ndarray
+    exact: np.ndarray
+    err_log2: int
+
+    def make_exact(self, rows=None) -> None:
+        """Replace approximate totals by the sequential double sums."""
+        rows = np.nonzero(~self.exact)[0] if rows is None else rows
+        for i in rows:
+            self.total[i] = np.cumsum(self.e[i].astype(np.float64))[-1]
+            self.exact[i] = True
+
+    def p_at(self, col: np.ndarray) -> np.ndarray:
+        """Normalised ``cur_p->data[col[i]].p`` of each row: float32 [r]."""
+        ar = np.arange(len(col))
+        e = self.e[ar, col].astype(np.float64)
+        q = e / self.total
+        unsure = ~self.exact & _near_f32_midpoint(q, self.err_log2 + 2)
+        if unsure.any():
+            rows = np.nonzero(unsure)[0]
+            self.make_exact(rows)
+            q[rows] = e[rows] / self.total[rows]
+        return q.astype(np.float32)
+
+    def p_all(self) -> np.ndarray:
+        """All normalised probabilities, float32 [r, m], in array order."""
+        self.make_exact()
+        return np.divide(self.e, self.total[:, None]).astype(np.float32)
+
+
+def _select_exact(e64: np.ndarray, rnd: float, size: int) -> tuple[int, float]:
+    cs = np.cumsum(e64)
+    total = float(cs[-1])
+    tgt = total * rnd
+    j = int(np.searchsorted(cs, tgt, side="left"))
+    if j >= size or math.isnan(tgt):
+        j = size - 1  # the C's "not found" fallback (NaN logits only)
+    return j, total
+
+
+def dist(logits: np.ndarray, size: np.ndarray, is_sorted: bool, ids: np.ndarray | None,
+         rnd: np.ndarray) -> DistResult:
+    """Dist on ``logits`` [r, m] float32 (padding -inf) with one draw ``rnd`` [r] per row.
+
+    ``ids`` [r, m] maps array index to token id (None: identity). Size-1 arrays get p = 1,
+    as the C's early return does (it still consumes the draw, which the caller made).
+    """
+    r, m = logits.shape
+    mx = logits[:, 0] if is_sorted else logits.max(axis=1)
+    e = np.empty((r, m), dtype=np.float32)
+    total = np.empty(r, dtype=np.float64)
+    sel = np.empty(r, dtype=np.int64)
+    exact = np.ones(r, dtype=bool)
+    err_log2 = _err_log2(m)
+    nb = -(-m // _BLOCK)
+    pad = np.zeros(nb * _BLOCK, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        for i in range(r):
+            x = logits[i] - mx[i]
+            e64 = np.exp(x, dtype=np.float64)
+            expf(x, e64=e64, out=e[i])
+            if size[i] == 1:
+                e[i] = 0.0
+                e[i, 0] = 1.0
+            pad[:m] = e[i]
+            if m < _FAST_MIN:
+                sel[i], total[i] = _select_exact(pad[:m], float(rnd[i]), int(size[i]))
+                continue
+            j, tot = _select_fast(pad, nb, float(rnd[i]), err_log2)
+            if j < 0 or j >= size[i]:
+                j, tot = _select_exact(pad[:m], float(rnd[i]), int(size[i]))
+            else:
+                exact[i] = False
+            sel[i], total[i] = j, tot
+    token = sel.astype(np.int32) if ids is None else ids[np.arange(r), sel].astype(np.int32)
+    return DistResult(sel, token, e, total, exact, err_log2)
+
+
+def _select_fast(pad: np.ndarray, nb: int, rnd: float, err_log2: int) -> tuple[int, float]:
+    """Selection from block sums; returns (-1, nan) when too close to call."""
+    blocks = np.add.reduce(pad.reshape(nb, _BLOCK), axis=1)
+    prefix = np.cumsum(blocks)
+    tot = float(prefix[-1])
+    tgt = tot * rnd
+    if not math.isfinite(tgt) or tot <= 0.0:
+        return -1, math.nan
+    b = int(np.searchsorted(prefix, tgt, side="left"))
+    if b >= nb:
+        return -1, math.nan
+    base = float(prefix[b - 1]) if b else 0.0
+    run = base + np.cumsum(pad[b * _BLOCK:(b + 1) * _BLOCK])
+    j = int(np.searchsorted(run, tgt, side="left"))
+    if j >= _BLOCK:
+        return -1, math.nan
+    delta = tot * 2.0**err_log2
+    below = float(run[j - 1]) if j else base
+    first = b == 0 and j == 0  # nothing before it: the C compares against exactly 0
+    if run[j] - tgt > delta and (first or tgt - below > delta):
+        return b * _BLOCK + j, tot
+    return -1, math.nan
+
+
+def dist_repeated(logits: np.ndarray, rnd: np.ndarray) -> np.ndarray:
+    """Dist applied ``len(rnd)`` times to one unchanged unsorted array ``logits`` [m].
+
+    The alg_temp path of diffusion_generate: the C zeroes the chosen entry's ``p`` between
+    draws, but dist recomputes ``p`` from the logits, so every draw sees the same
+    distribution (indices may repeat; defect d). Returns int64 [len(rnd)].
+    """
+    m = len(logits)
+    if m == 1:
+        return np.zeros(len(rnd), dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        e = expf(logits - logits.max())
+    cs = np.cumsum(e.astype(np.float64))
+    tgt = cs[-1] * np.asarray(rnd, dtype=np.float64)
+    sel = np.searchsorted(cs, tgt, side="left").astype(np.int64)
+    sel[(sel >= m) | np.isnan(tgt)] = m - 1
+    return sel

@@ -1,0 +1,223 @@
+"""glibc's ``expf`` and ``logf``, bit for bit, vectorised with numpy.
+
+llama.cpp computes probabilities with ``expf`` and the entropy confidence with ``logf``
+(both glibc >= 2.27's table-driven implementations, run through their FMA variants on
+x86-64 CPUs with FMA). numpy's own float32 ``exp``/``log`` differ from glibc in the last bit
+now and then, which is enough to change a float sum, so we reproduce glibc instead.
+
+Fast path + exact repair: evaluate in float64 (accurate to ~1e-16), round to float32, and
+find the few elements whose float64 value lies so close to a float32 rounding boundary that
+glibc's own approximation error (expf: < 2**-33 relative; logf: the non-FMA vs FMA gap,
+< 2**-46) could round it the other way. Only those are recomputed with glibc's exact
+algorithm, whose fused multiply-adds are emulated with error-free transformations.
+Constants and tables are those of glibc's ``e_exp2f_data.c`` / ``e_logf_data.c``.
+"""
+from __future__ import annotations
+
+from decimal import Decimal, getcontext
+
+import numpy as np
+
+__all__ = ["expf", "logf"]
+
+_f = float.fromhex
+
+# --- error-free transformations (float64) ------------------------------------------------
+
+_SPLIT = 134217729.0  # 2**27 + 1, Veltkamp splitting
+
+
+def _two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a*b == p + e`` exactly (Dekker), for finite non-huge operands."""
+    p = a * b
+    ca = _SPLIT * a
+    ah = ca - (ca - a)
+    al = a - ah
+    cb = _SPLIT * b
+    bh = cb - (cb - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def _fma(a, b, c) -> np.ndarray:
+    """``fma(a, b, c)`` (one rounding) via TwoProd + TwoSum.
+
+    Exact except when the low-order sum itself hits a double-rounding tie, which needs the
+    exact result within 2**-106 relative of a double midpoint; irrelevant at float32 output.
+    """
+    a, b, c = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                  np.asarray(c, np.float64))
+    p, e = _two_prod(a, b)
+    s = p + c
+    bp = s - p
+    t = (p - (s - bp)) + (c - bp)  # TwoSum error of p + c
+    return s + (t + e)
+
+
+def _near_f32_midpoint(y: np.ndarray, band_log2: int) -> np.ndarray:
+    """True where double ``y`` is within ``2**band_log2`` relative of a float32 midpoint.
+
+    float32 keeps the top 23 of the 52 mantissa bits; a midpoint has the 29 dropped bits
+    (all in the low 32-bit word) equal to 2**28. Also flags results outside float32's
+    normal range, zero and NaN (the exact path handles those).
+    """
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    band = 1 << (52 + band_log2 + 1)  # in units of the last mantissa bit; +1: mantissa < 2
+    lo = y.view(np.uint32)[..., 0::2] if y.ndim else y.reshape(1).view(np.uint32)[0::2]
+    t = lo + np.uint32((band - (1 << 28)) % (1 << 32))
+    t <<= np.uint32(3)  # drops the 3 bits above the 29 that float32 rounding discards
+    danger = t < np.uint32(2 * band << 3)
+    ay = np.abs(y)
+    danger |= ~((ay >= 2.0**-126) & (ay < 2.0**127))
+    return danger.reshape(y.shape)
+
+
+# --- expf ----------------------------------------------------------------------------------
+
+_EXP_N = 32
+
+
+def _exp2_table() -> np.ndarray:
+    """``uint64(2**(i/32)) - (i << 47)``: glibc's ``__exp2f_data.tab``, derived exactly."""
+    getcontext().prec = 60
+    tab = []
+    for i in range(_EXP_N):
+        v = float(Decimal(2) ** (Decimal(i) / Decimal(_EXP_N)))  # correctly rounded
+        bits = int(np.float64(v).view(np.uint64))
+        tab.append((bits - (i << (52 - 5))) & 0xFFFFFFFFFFFFFFFF)
+    return np.array(tab, dtype=np.uint64)
+
+
+_EXP2_TAB = _exp2_table()
+_EXP_INVLN2N = _f("0x1.71547652b82fep+0") * _EXP_N
+_EXP_C = (_f("0x1.c6af84b912394p-5") / _EXP_N**3, _f("0x1.ebfce50fac4f3p-3") / _EXP_N**2,
+          _f("0x1.62e42ff0c52d6p-1") / _EXP_N)
+_EXP_OFLOW = np.float32(_f("0x1.62e42ep6"))  # x > log(2**128): +inf
+_EXP_UFLOW = np.float32(-_f("0x1.9fe368p6"))  # x < log(2**-150): 0
+
+
+def _expf_exact(x: np.ndarray) -> np.ndarray:
+    """glibc ``__expf_fma`` on float32 [m] -> float32 [m] (the slow, exact path)."""
+    xd = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ph, pl = _two_prod(np.full_like(xd, _EXP_INVLN2N), xd)
+        # kd = fma(InvLn2N, xd, 0x1.8p52) - 0x1.8p52: round-half-even of the exact product.
+        k = np.rint(ph)
+        frac = ph - k
+        k = np.where((frac == 0.5) & (pl > 0), k + 1, k)
+        k = np.where((frac == -0.5) & (pl < 0), k - 1, k)
+        k = np.where(np.isfinite(k), k, 0.0)
+        r = (ph - k) + pl  # fma(InvLn2N, xd, -kd): ph - k is exact
+        ki = k.astype(np.int64)
+        t = _EXP2_TAB[ki % _EXP_N] + (ki.astype(np.uint64) << np.uint64(47))
+        s = t.view(np.float64)
+        z = _fma(_EXP_C[0], r, _EXP_C[1])
+        r2 = r * r
+        y = _fma(_EXP_C[2], r, 1.0)
+        y = _fma(z, r2, y)
+        out = (y * s).astype(np.float32)
+    out = np.where(x > _EXP_OFLOW, np.float32(np.inf), out)
+    out = np.where(x < _EXP_UFLOW, np.float32(0.0), out)
+    return np.where(np.isnan(x), x, out).astype(np.float32)
+
+
+def expf(x: np.ndarray, e64: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """glibc ``expf`` elementwise: float32 array (any shape) -> float32, same shape.
+
+    ``e64`` may pass in ``np.exp(x, dtype=float64)`` if the caller has it; ``out`` receives
+    the result (float32, same shape).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        if e64 is None:
+            e64 = np.exp(x, dtype=np.float64)
+        if out is None:
+            out = e64.astype(np.float32)
+        else:
+            out[...] = e64
+        danger = np.flatnonzero(_near_f32_midpoint(e64, -32))
+    if danger.size:
+        out.reshape(-1)[danger] = _expf_exact(x.reshape(-1)[danger])
+    return out
+
+
+# --- logf ----------------------------------------------------------------------------------
+
+_LOGF_TAB = np.array([
+    ("0x1.661ec79f8f3bep+0", "-0x1.57bf7808caadep-2"), ("0x1.571ed4aaf883dp+0", "-0x1.2bef0a7c06ddbp-2"),
+    ("0x1.49539f0f010bp+0", "-0x1.01eae7f513a67p-2"), ("0x1.3c995b0b80385p+0", "-0x1.b31d8a68224e9p-3"),
+    ("0x1.30d190c8864a5p+0", "-0x1.6574f0ac07758p-3"), ("0x1.25e227b0b8eap+0", "-0x1.1aa2bc79c81p-3"),
+    ("0x1.1bb4a4a1a343fp+0", "-0x1.a4e76ce8c0e5ep-4"), ("0x1.12358f08ae5bap+0", "-0x1.1973c5a611cccp-4"),
+    ("0x1.0953f419900a7p+0", "-0x1.252f438e10c1ep-5"), ("0x1p+0", "0x0p+0"),
+    ("0x1.e608cfd9a47acp-1", "0x1.aa5aa5df25984p-5"), ("0x1.ca4b31f026aap-1", "0x1.c5e53aa362eb4p-4"),
+    ("0x1.b2036576afce6p-1", "0x1.526e57720db08p-3"), ("0x1.9c2d163a1aa2dp-1", "0x1.bc2860d22477p-3"),
+    ("0x1.886e6037841edp-1", "0x1.1058bc8a07ee1p-2"), ("0x1.767dcf5534862p-1", "0x1.4043057b6ee09p-2"),
+], dtype=object)
+_LOGF_INVC = np.array([_f(a) for a in _LOGF_TAB[:, 0]])
+_LOGF_LOGC = np.array([_f(a) for a in _LOGF_TAB[:, 1]])
+_LOGF_LN2 = _f("0x1.62e42fefa39efp-1")
+_LOGF_A = (_f("-0x1.00ea348b88334p-2"), _f("0x1.5575b0be00b6ap-2"), _f("-0x1.ffffef20a4123p-2"))
+_LOGF_OFF = np.uint32(0x3F330000)
+
+
+def _logf_reduce(x: np.ndarray):
+    """glibc logf's argument reduction: ``x = 2**k * z``, table index ``i``."""
+    ix = x.view(np.uint32).copy()
+    sub = (ix >= np.uint32(1)) & (ix < np.uint32(0x00800000))  # positive subnormals
+    if sub.any():
+        ix[sub] = (x[sub] * np.float32(2.0**23)).view(np.uint32) - np.uint32(23 << 23)
+    tmp = ix - _LOGF_OFF
+    i = (tmp >> np.uint32(19)) % np.uint32(16)
+    k = tmp.view(np.int32) >> np.int32(23)
+    iz = ix - (tmp & np.uint32(0x1FF << 23))
+    z = iz.view(np.float32).astype(np.float64)
+    return z, i, k.astype(np.float64)
+
+
+def _logf_specials(x: np.ndarray, res: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        res = np.where(x == np.float32(1.0), np.float32(0.0), res)
+        res = np.where(x == 0, np.float32(-np.inf), res)
+        res = np.where((x < 0) | np.isnan(x), np.float32(np.nan), res)
+        res = np.where(x == np.inf, np.float32(np.inf), res)
+    return res.astype(np.float32)
+
+
+def _logf_exact(x: np.ndarray) -> np.ndarray:
+    """glibc ``__logf_fma`` on float32 [m] -> float32 [m] (the slow, exact path)."""
+    z, i, k = _logf_reduce(x)
+    with np.errstate(all="ignore"):
+        invc, logc = _LOGF_INVC[i], _LOGF_LOGC[i]
+        ph, pl = _two_prod(z, invc)
+        r = (ph - 1.0) + pl  # fma(z, invc, -1); ph - 1 is exact
+        y0 = _fma(k, _LOGF_LN2, logc)
+        r2 = r * r
+        y = _fma(_LOGF_A[1], r, _LOGF_A[2])
+        y = _fma(_LOGF_A[0], r2, y)
+        y = _fma(y, r2, y0 + r)
+    return _logf_specials(x, y.astype(np.float32))
+
+
+def logf(x: np.ndarray) -> np.ndarray:
+    """glibc ``logf`` elementwise: float32 array (any shape) -> float32, same shape.
+
+    logf's own error (0.82 ulp) is too large to start from numpy's log, so the float64
+    evaluation follows glibc's algorithm without fused multiply-adds; only values within
+    2**-44 of a float32 midpoint are redone with the FMAs emulated.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    z, i, k = _logf_reduce(x)
+    with np.errstate(all="ignore"):
+        invc, logc = _LOGF_INVC[i], _LOGF_LOGC[i]
+        r = z * invc - 1.0
+        y0 = logc + k * _LOGF_LN2
+        r2 = r * r
+        y = _LOGF_A[1] * r + _LOGF_A[2]
+        y = _LOGF_A[0] * r2 + y
+        y = y * r2 + (y0 + r)
+        res = y.astype(np.float32)
+        danger = _near_f32_midpoint(y, -44) | (x == np.float32(1.0)) | ~(x > 0) | (x == np.inf)
+    if danger.any():
+        res[danger] = _logf_exact(x[danger])
+    return res

@@ -1,0 +1,67 @@
+"""Per-position confidence (``calculate_confidence`` in examples/diffusion/diffusion.cpp).
+
+Reference mode reproduces llama.cpp, defects included:
+
+* ENTROPY_BASED returns ``-sum p log p`` (= +H), and the loop unmasks the *largest*
+  confidences first, i.e. the most uncertain positions (defect b).
+* MARGIN_BASED reads ``data[0].p - data[1].p``: without a sorting stage (no top_k / top_p)
+  the array is in token-id order, so that is p(token 0) - p(token 1) (defect c).
+
+Corrected mode uses Dream's definitions: entropy confidence ``sum p log p`` (= -H) and the
+margin between the two largest probabilities.
+RANDOM draws from the loop's own stream and is handled in :mod:`.diffusion`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._libm import logf
+from .filters import Candidates, DistResult, seq_sum_f32
+from .params import Algorithm
+
+__all__ = ["confidence"]
+
+_EPS = np.float32(1e-10)
+
+
+def _entropy_sum(c: Candidates, d: DistResult) -> np.ndarray:
+    """``sum_i p_i * logf(p_i + 1e-10f)`` in float32, left to right over each array."""
+    p = d.p_all()
+    p[np.arange(p.shape[1]) >= c.size[:, None]] = 0.0  # padding adds exact zeros
+    terms = p * logf(p + _EPS)
+    return seq_sum_f32(terms)
+
+
+def _margin_reference(c: Candidates, d: DistResult) -> np.ndarray:
+    r = len(c.size)
+    p0 = d.p_at(np.zeros(r, dtype=np.int64))
+    if c.logits.shape[1] < 2:
+        return p0
+    p1 = d.p_at(np.ones(r, dtype=np.int64))
+    return np.where(c.size > 1, p0 - p1, p0).astype(np.float32)
+
+
+def _margin_corrected(c: Candidates, d: DistResult) -> np.ndarray:
+    r, m = c.logits.shape
+    if c.sorted:  # data[0], data[1] are already the two most likely
+        return _margin_reference(c, d)
+    top2 = np.argpartition(c.logits, m - 2, axis=1)[:, m - 2:] if m >= 2 else None
+    if top2 is None:
+        return d.p_at(np.zeros(r, dtype=np.int64))
+    pa, pb = d.p_at(top2[:, 0]), d.p_at(top2[:, 1])
+    return (np.maximum(pa, pb) - np.minimum(pa, pb)).astype(np.float32)
+
+
+def confidence(algorithm: Algorithm, c: Candidates, d: DistResult, corrected: bool) -> np.ndarray:
+    """Confidence of each row's sampled token: float32 [r]. Larger is unmasked first.
+
+    Not for RANDOM (drawn by the loop) or ORIGIN (which uses no confidence).
+    """
+    if algorithm == Algorithm.CONFIDENCE_BASED:
+        return d.p_at(d.selected)
+    if algorithm == Algorithm.ENTROPY_BASED:
+        s = _entropy_sum(c, d)
+        return s if corrected else -s
+    if algorithm == Algorithm.MARGIN_BASED:
+        return _margin_corrected(c, d) if corrected else _margin_reference(c, d)
+    raise ValueError(f"algorithm {algorithm!r} has no computed confidence")

@@ -1,0 +1,256 @@
+"""The masked-diffusion denoising loop (``diffusion_generate`` in examples/diffusion).
+
+One loop for every model: the model is reached only through ``logits_fn``. With
+``params.corrected = False`` the result equals llama.cpp's reference token for token
+(same seed, same logits); ``corrected = True`` fixes its defects (see docs/diffusion.md).
+
+Differences from the reference that do not change the tokens:
+
+* a step whose block has no masked position left skips the model call (the reference
+  decodes, then breaks);
+* a step callback returning False stops the whole run within that step. (The reference
+  only leaves the current block and goes on with the next one.)
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from ._dist import dist_repeated
+from .confidence import confidence
+from .filters import apply_chain
+from .gumbel import corrected_gumbel_rows, reference_gumbel_row0
+from .params import Algorithm, DiffusionParams, Schedule
+from .random import LLAMA_DEFAULT_SEED, MT19937Stream, normalize_seed
+from .schedules import (get_num_transfer_tokens, plan_block_schedule,
+                        timestep_transfer_count, validate_params)
+
+__all__ = ["LogitsFn", "StepCallback", "DiffusionResult", "run_diffusion", "CHUNK_ROWS"]
+
+#: tokens int32 [canvas] -> float32 [canvas, n_vocab]; may be a view valid until the next call.
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+#: (step, total_steps, canvas tokens int32 [canvas]) -> False to cancel.
+StepCallback = Callable[[int, int, np.ndarray], Optional[bool]]
+
+#: masked rows sampled together; bounds temporaries to CHUNK_ROWS x n_vocab.
+CHUNK_ROWS = 32
+
+
+@dataclass
+class DiffusionResult:
+    """tokens: int32 [canvas] (prompt included); steps_run: steps that called the model;
+    cancelled: a callback returned False; decode_seconds: time inside logits_fn;
+    sampling_seconds: the rest of the steps' time (sampling and bookkeeping)."""
+
+    tokens: np.ndarray
+    steps_run: int
+    cancelled: bool
+    decode_seconds: float
+    sampling_seconds: float
+
+
+class _Logits:
+    """Calls ``logits_fn``, checks what it returns and times it."""
+
+    def __init__(self, fn: LogitsFn, canvas: int, n_vocab: int) -> None:
+        self.fn, self.shape, self.seconds = fn, (canvas, n_vocab), 0.0
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.fn(tokens)
+        self.seconds += time.perf_counter() - t0
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != self.shape:
+            got = (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
+                   else type(out).__name__)
+            raise ValueError(f"logits_fn must return a float32 array of shape {self.shape}, "
+                             f"got {got}")
+        return out
+
+
+def _check_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits):
+    for name, v in (("canvas_length", canvas_length), ("mask_token_id", mask_token_id),
+                    ("n_vocab", n_vocab)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if n_vocab < 1:
+        raise ValueError(f"n_vocab must be >= 1, got {n_vocab}")
+    if not 0 <= mask_token_id < n_vocab:
+        raise ValueError(f"mask_token_id must be in [0, n_vocab={n_vocab}), got {mask_token_id}")
+    prompt = np.asarray(prompt_tokens)
+    if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
+        raise ValueError(f"prompt_tokens must be a non-empty 1-D sequence of integers, "
+                         f"got shape {prompt.shape} dtype {prompt.dtype}")
+    if prompt.min() < 0 or prompt.max() >= n_vocab:
+        raise ValueError(f"prompt_tokens must be token ids in [0, {n_vocab}), got values in "
+                         f"[{prompt.min()}, {prompt.max()}]")
+    if canvas_length <= prompt.size:
+        raise ValueError(f"canvas_length ({canvas_length}) must exceed the prompt length "
+                         f"({prompt.size})")
+    if canvas_length >= 2**31:
+        raise ValueError(f"canvas_length must fit an int32, got {canvas_length}")
+    if not isinstance(shift_logits, (bool, np.bool_)):
+        raise ValueError(f"shift_logits must be a bool, got {shift_logits!r}")
+    return prompt.astype(np.int32)
+
+
+def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vocab: int,
+                  logits_fn: LogitsFn, params: DiffusionParams, shift_logits: bool,
+                  step_callback: Union[StepCallback, None] = None) -> DiffusionResult:
+    """Denoise a canvas of ``canvas_length`` tokens: the prompt, then masks.
+
+    ``logits_fn(tokens)`` returns the logits of every canvas position (float32
+    [canvas_length, n_vocab]); with ``shift_logits`` position ``p`` reads row ``p - 1``
+    (row 0 for p = 0), as for Dream. ``step_callback(step, params.steps, tokens)`` runs at
+    the start of every step; returning False cancels the run (see the module docstring).
+    Raises ValueError naming the bad argument or parameter.
+    """
+    validate_params(params)
+    prompt = _check_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits)
+    n_prompt, mask = prompt.size, np.int32(mask_token_id)
+    if Schedule(params.schedule) == Schedule.BLOCK_BASED:
+        plan = plan_block_schedule(canvas_length, n_prompt, params.steps, params.block_length)
+        blocks, steps_per_block, block_based = plan.blocks, plan.steps_per_block, True
+    else:
+        blocks, steps_per_block, block_based = ((0, canvas_length),), params.steps, False
+
+    seed = normalize_seed(params.seed)
+    # llama_sampler_init_dist treats LLAMA_DEFAULT_SEED as "seed from the OS"; the loop's
+    # own std::mt19937 takes it literally.
+    dist_seed = (lambda: secrets.randbits(32)) if seed == LLAMA_DEFAULT_SEED else (lambda: seed)
+    st = _State(params, MT19937Stream(seed), MT19937Stream(dist_seed()),
+                MT19937Stream(dist_seed()), n_vocab, shift_logits)
+    logits_of = _Logits(logits_fn, canvas_length, n_vocab)
+
+    canvas = np.full(canvas_length, mask, dtype=np.int32)
+    canvas[:n_prompt] = prompt
+    steps_run, cancelled, t_steps = 0, False, 0.0
+    for b, (start, end) in enumerate(blocks):
+        table = None
+        if block_based:
+            table = get_num_transfer_tokens(int(np.count_nonzero(canvas[start:end] == mask)),
+                                            steps_per_block)
+        for step in range(steps_per_block):
+            if step_callback is not None:
+                ret = step_callback(b * steps_per_block + step, params.steps, canvas.copy())
+                if ret is not None and not ret:
+                    cancelled = True
+                    break
+            masked = np.flatnonzero(canvas[start:end] == mask) + start
+            if masked.size == 0:
+                break
+            t0 = time.perf_counter()
+            if table is not None:
+                count = table[step]
+            else:
+                count = timestep_transfer_count(step, steps_per_block, masked.size, params.eps)
+            st.step(canvas, masked, count, prompt_len=n_prompt, mask=mask, logits_of=logits_of)
+            t_steps += time.perf_counter() - t0
+            steps_run += 1
+        if cancelled:
+            break
+    return DiffusionResult(canvas, steps_run, cancelled, logits_of.seconds,
+                           max(0.0, t_steps - logits_of.seconds))
+
+
+class _State:
+    """Random streams and per-step work of one run."""
+
+    def __init__(self, params: DiffusionParams, rng: MT19937Stream, chain_rng: MT19937Stream,
+                 alg_rng: MT19937Stream, n_vocab: int, shift: bool) -> None:
+        self.p, self.rng, self.chain_rng, self.alg_rng = params, rng, chain_rng, alg_rng
+        self.n_vocab, self.shift = n_vocab, shift
+        self.algorithm = Algorithm(params.algorithm)
+        self.gumbel = bool(params.add_gumbel_noise) and np.float32(params.temperature) > 0
+
+    def step(self, canvas, masked, count, *, prompt_len, mask, logits_of) -> None:
+        p, corrected = self.p, self.p.corrected
+        rows = np.maximum(masked - 1, 0) if self.shift else masked
+        src = logits_of(canvas)
+        if np.float32(p.cfg_scale) > 0:
+            # Only the rows this step reads are combined: uncond + (cfg+1) * (cond - uncond).
+            uniq, inv = np.unique(rows, return_inverse=True)
+            cond = src[uniq]  # a copy, taken before the second call invalidates src
+            un_x = canvas.copy()
+            un_x[:prompt_len] = mask
+            unc = logits_of(un_x)[uniq]
+            cond -= unc
+            cond *= np.float32(p.cfg_scale) + np.float32(1.0)
+            cond += unc
+            src, rows = cond, inv.reshape(-1)
+        row0 = None
+        if self.gumbel and not corrected:
+            reads0 = masked <= (1 if self.shift else 0)
+            g = reference_gumbel_row0(self.rng, src[rows[reads0][0]] if reads0.any() else None,
+                                      self.n_vocab, p.temperature)
+            row0 = (reads0, g)
+
+        n = masked.size
+        if self.algorithm == Algorithm.ORIGIN:
+            p_transfer = np.float32(count) / np.float32(n)
+            pick = np.flatnonzero(self.rng.uniform_float(n) < p_transfer)
+            for sub, toks, _ in self._sample(src, rows, pick, row0, conf=False):
+                canvas[masked[sub]] = toks
+            return
+        rand = self.rng.uniform_float(n) if self.algorithm == Algorithm.RANDOM else None
+        toks = np.empty(n, dtype=np.int32)
+        conf = np.empty(n, dtype=np.float32)
+        for sub, t, c in self._sample(src, rows, np.arange(n), row0, conf=rand is None):
+            toks[sub] = t
+            conf[sub] = rand[sub] if rand is not None else c
+        if count <= 0:
+            return
+        k = min(count, n)
+        if np.float32(p.alg_temp) == 0:
+            # partial_sort by (confidence desc, index asc): a stable descending sort.
+            chosen = np.argsort(-conf, kind="stable")[:k]
+        elif corrected:
+            chosen = _without_replacement(conf, p.alg_temp, k, self.alg_rng)
+        else:
+            chosen = dist_repeated(conf / np.float32(p.alg_temp), self.alg_rng.uniform_double(k))
+        canvas[masked[chosen]] = toks[chosen]
+
+    def _sample(self, src, rows, which, row0, conf: bool):
+        """Run the chain on masked positions ``which`` in chunks, in position order.
+
+        Yields (indices into the masked list, tokens int32, confidences float32 or None).
+        """
+        p = self.p
+        for lo in range(0, which.size, CHUNK_ROWS):
+            sub = which[lo:lo + CHUNK_ROWS]
+            block = src[rows[sub]]  # private float32 copy [len(sub), n_vocab]
+            if row0 is not None and row0[1] is not None:
+                hit = row0[0][sub]
+                block[hit] = row0[1]
+            if self.gumbel and p.corrected:
+                corrected_gumbel_rows(self.rng, block, p.temperature)
+            cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature,
+                                  rnd=self.chain_rng.uniform_double(sub.size))
+            c = confidence(self.algorithm, cand, d, p.corrected) if conf else None
+            yield sub, d.token, c
+
+
+def _without_replacement(conf: np.ndarray, alg_temp: float, k: int,
+                         rng: MT19937Stream) -> np.ndarray:
+    """Dream: ``multinomial(softmax(conf / alg_temp), k)`` without replacement, float64.
+
+    Each draw takes one uniform double from the alg_temp stream and picks the first
+    remaining index whose running probability mass reaches it.
+    """
+    z = conf.astype(np.float64) / float(alg_temp)
+    w = np.exp(z - z.max())
+    taken = np.zeros(conf.size, dtype=bool)
+    out = np.empty(k, dtype=np.int64)
+    for j, u in enumerate(rng.uniform_double(k)):
+        cs = np.cumsum(np.where(taken, 0.0, w))
+        i = int(np.searchsorted(cs, cs[-1] * u, side="right"))
+        i = min(i, conf.size - 1)
+        while taken[i]:  # only reachable through rounding at a zero-weight boundary
+            i = (i + 1) % conf.size
+        taken[i] = True
+        out[j] = i
+    return out
