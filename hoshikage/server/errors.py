@@ -1,0 +1,105 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+Codes are those of Hoshikage 1.0 (model_not_found, model_load_failed, inference_failed,
+processing_timeout, validation_error), plus server_busy (queue full or waited too long) and
+the authentication codes. Each code has one HTTP status.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# code -> (HTTP status, OpenAI error type)
+CODES: dict[str, tuple[int, str]] = {
+    "validation_error": (422, "invalid_request_error"),
+    "invalid_request": (400, "invalid_request_error"),
+    "memory_budget_exceeded": (400, "invalid_request_error"),
+    "model_not_found": (404, "invalid_request_error"),
+    "not_found": (404, "invalid_request_error"),
+    "invalid_api_key": (401, "authentication_error"),
+    "forbidden": (403, "permission_error"),
+    "server_busy": (429, "rate_limit_error"),
+    "queue_timeout": (503, "server_error"),
+    "processing_timeout": (503, "server_error"),
+    "shutting_down": (503, "server_error"),
+    "model_load_failed": (500, "server_error"),
+    "inference_failed": (500, "server_error"),
+}
+
+
+class APIError(Exception):
+    """An error the API reports to the client; ``code`` decides the status and type."""
+
+    def __init__(self, code: str, message: str, param: str | None = None, status: int | None = None):
+        super().__init__(message)
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.message = message
+        self.param = param
+        self.status = status or CODES[code][0]
+
+    @property
+    def type(self) -> str:
+        return CODES[self.code][1]
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
+        if self.code == "invalid_api_key":
+            headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+# Words a library ValueError may use for a field -> the request field they mean.
+_PARAM_WORDS = {
+    "max_tokens": "max_tokens", "steps": "diffusion_steps", "block_length": "diffusion_block_length",
+    "eps": "diffusion_eps", "alg_temp": "diffusion_alg_temp", "cfg_scale": "diffusion_cfg_scale",
+    "algorithm": "diffusion_algorithm", "schedule": "diffusion_schedule", "temperature": "temperature",
+    "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n", "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty", "seed": "seed", "prompt": "prompt", "messages": "messages",
+    "stop": "stop",
+}
+
+
+def from_value_error(exc: ValueError) -> APIError:
+    """A library ValueError (its message names the field) as a 400 validation error."""
+    message = str(exc)
+    hits = [(m.start(), field) for word, field in _PARAM_WORDS.items()
+            for m in [re.search(rf"(?<![\w-]){word}\b", message)] if m]
+    param = min(hits)[1] if hits else None
+    return APIError("validation_error", message, param=param, status=400)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Pydantic errors → 422 naming the first offending field (all of them in the message)."""
+    errors = exc.errors()
+    msgs = []
+    for err in errors[:5]:
+        msg = str(err.get("msg", "invalid value"))
+        msgs.append(f"{_field(tuple(err.get('loc', ())))}: {msg.removeprefix('Value error, ')}")
+    param = _field(tuple(errors[0].get("loc", ()))) if errors else None
+    return APIError("validation_error", "; ".join(msgs) or "invalid request", param=param).response()
+
+
+async def api_error_handler(request: Request, exc: APIError) -> JSONResponse:
+    return exc.response()
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = "not_found" if exc.status_code == 404 else "invalid_request"
+    body = APIError(code, str(exc.detail), status=exc.status_code).body()
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))

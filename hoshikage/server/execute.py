@@ -1,0 +1,267 @@
+"""From a validated request to a Completion, on the worker thread.
+
+``make_plan`` (request side) merges the defaults: settings < the model's registry entry <
+the request. ``Runner.run`` (worker side) loads the model, decides by its kind how to
+generate, checks a diffusion request's memory estimate against the budget, picks a context
+from the residency's buckets, runs ``hoshikage.generate`` with the job's cancellation and
+deadline, and reports events back to the handler. It also writes the per-request log line.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import Algorithm, Schedule, generate, prepare_prompt
+from ..errors import ContextError, HoshikageError, ModelLoadError
+from .errors import APIError, from_value_error
+from .memory import bucket, estimate_diffusion
+from .registry import ModelEntry
+from .residency import Residency
+from .schemas import ChatCompletionRequest, CompletionRequest
+from .settings import Settings
+from .worker import Job
+
+log = logging.getLogger("hoshikage.server")
+request_log = logging.getLogger("hoshikage.server.requests")
+
+_SAMPLING = ("temperature", "top_p", "top_k", "seed", "min_p", "repeat_penalty", "repeat_last_n",
+             "presence_penalty", "frequency_penalty")
+
+
+@dataclass
+class Plan:
+    """Everything a generation needs, with defaults already merged."""
+
+    endpoint: str  # "chat" or "completions"
+    entry: ModelEntry
+    messages: list[dict[str, str]] | None
+    prompt: str | None
+    max_tokens: int
+    stop: list[str]
+    sampling: dict[str, Any]
+    diffusion: dict[str, Any]
+    stream: bool
+    stream_blocks: bool = False
+    include_usage: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # filled by the runner: kind, timeout, ...
+
+
+def make_plan(req: ChatCompletionRequest | CompletionRequest, entry: ModelEntry, settings: Settings) -> Plan:
+    sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
+                "repeat_penalty": settings.repeat_penalty, "repeat_last_n": settings.repeat_last_n}
+    sampling.update({k: getattr(req, k) for k in _SAMPLING if getattr(req, k) is not None})
+    diffusion = {"steps": settings.diffusion_steps, "algorithm": settings.diffusion_algorithm,
+                 "schedule": settings.diffusion_schedule, "eps": settings.diffusion_eps,
+                 "block_length": settings.diffusion_block_length, "alg_temp": settings.diffusion_alg_temp,
+                 "cfg_scale": settings.diffusion_cfg_scale}
+    diffusion.update({k: v for k, v in entry.diffusion.items() if v is not None and k in diffusion})
+    diffusion.update(req.diffusion_overrides())
+    stop = list(dict.fromkeys([*settings.default_stop, *entry.stop, *(req.stop or [])]))
+    max_tokens = req.requested_max_tokens() or entry.max_tokens or settings.max_tokens
+    chat = isinstance(req, ChatCompletionRequest)
+    return Plan(endpoint="chat" if chat else "completions", entry=entry,
+                messages=req.as_messages() if chat else None, prompt=None if chat else req.prompt,
+                max_tokens=max_tokens, stop=stop, sampling=sampling, diffusion=diffusion, stream=req.stream,
+                stream_blocks=bool(req.diffusion_stream_blocks),
+                include_usage=bool(req.stream_options and req.stream_options.include_usage))
+
+
+class Runner:
+    """Runs one Job on the worker thread (``Worker(run=Runner(...).run)``)."""
+
+    def __init__(self, settings: Settings, residency: Residency, counters: dict[str, int]):
+        self.settings = settings
+        self.residency = residency
+        self.counters = counters
+
+    def run(self, job: Job) -> None:
+        plan: Plan = job.plan
+        t0 = time.perf_counter()
+        kind = "?"
+        try:
+            try:
+                model = self.residency.acquire(plan.entry)
+            except ModelLoadError as exc:
+                raise APIError("model_load_failed", str(exc), param="model") from exc
+            except ValueError as exc:
+                raise APIError("model_load_failed", f"{plan.entry.name}: {exc}", param="model") from exc
+            kind = "diffusion" if model.is_diffusion else "autoregressive"
+            completion = self._generate(job, plan, model, kind)
+        except APIError as exc:
+            self._count("failed" if exc.code not in ("processing_timeout", "shutting_down") else
+                        "timed_out" if exc.code == "processing_timeout" else "cancelled")
+            request_log.info("model=%s kind=%s error=%s time=%.2fs", plan.entry.name, kind, exc.code,
+                             time.perf_counter() - t0)
+            raise
+        finally:
+            self.residency.touch()
+        if completion is None:  # cancelled because the client went away
+            self._count("cancelled")
+            request_log.info("model=%s kind=%s cancelled=%s time=%.2fs", plan.entry.name, kind,
+                             job.cancel_reason, time.perf_counter() - t0)
+            return
+        self._count("completed")
+        elapsed = time.perf_counter() - t0
+        gen_s = completion.timings.generation_seconds
+        rate = completion.completion_tokens / gen_s if gen_s > 0 else 0.0
+        request_log.info("model=%s kind=%s prompt_tokens=%d completion_tokens=%d steps=%d time=%.2fs "
+                         "tokens/s=%.1f finish=%s", plan.entry.name, kind, completion.prompt_tokens,
+                         completion.completion_tokens, completion.timings.steps, elapsed, rate,
+                         completion.finish_reason)
+        job.emit("done", completion)
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def _generate(self, job: Job, plan: Plan, model: Any, kind: str):
+        text_args = {"prompt": plan.prompt, "messages": plan.messages}
+        try:
+            n_prompt = len(prepare_prompt(model, **text_args))
+        except ValueError as exc:
+            raise from_value_error(exc) from exc
+        limit = self.residency.max_tokens_in_context()
+        timeout = self.settings.request_timeout
+        kwargs: dict[str, Any] = dict(plan.sampling)
+        on_step = None
+        if kind == "diffusion":
+            for key in ("min_p", "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty"):
+                kwargs.pop(key, None)  # autoregressive-only fields do not apply
+            canvas = n_prompt + plan.max_tokens
+            block = plan.diffusion["block_length"] if plan.diffusion["schedule"] == 1 else None
+            if block:
+                canvas = -(-canvas // block) * block  # the block schedule may round the canvas up
+            tokens = min(canvas, limit)
+            self._check_memory(model, n_prompt, tokens, bucket(tokens, limit), block, plan)
+            steps = plan.diffusion["steps"]
+            timeout *= max(1.0, steps / self.settings.diffusion_steps)
+            kwargs["diffusion"] = {**plan.diffusion, "algorithm": Algorithm(plan.diffusion["algorithm"]),
+                                   "schedule": Schedule(plan.diffusion["schedule"])}
+            on_step = self._on_step(job, plan, model, n_prompt)
+        else:
+            tokens = min(n_prompt + plan.max_tokens, limit)
+        try:
+            context = self.residency.context(kind, tokens)
+        except (ContextError, ValueError) as exc:
+            raise APIError("inference_failed", f"could not create a context of {tokens} tokens: {exc}") from exc
+        deadline = time.monotonic() + timeout
+
+        def should_stop() -> bool:
+            if job.cancelled.is_set():
+                return True
+            if time.monotonic() > deadline:
+                job.cancel("timeout")
+                return True
+            return False
+
+        try:
+            chunks = generate(model, **text_args, max_tokens=plan.max_tokens, stop=plan.stop, stream=True,
+                              context=context, on_step=on_step, should_stop=should_stop, **kwargs)
+        except ValueError as exc:
+            raise from_value_error(exc) from exc
+        plan.info.update(kind=kind, timeout_s=timeout, prompt_tokens=n_prompt)
+        job.emit("ready", {"kind": kind, "timeout_s": timeout, "prompt_tokens": n_prompt})
+        completion = None
+        try:
+            for chunk in chunks:
+                if chunk.text and kind == "autoregressive":
+                    job.emit("delta", chunk.text)
+                if chunk.completion is not None:
+                    completion = chunk.completion
+        except (HoshikageError, ValueError) as exc:
+            raise APIError("inference_failed", f"generation failed: {exc}") from exc
+        if completion is None:
+            raise APIError("inference_failed", "generation ended without a result")
+        if completion.finish_reason == "cancelled":
+            done = completion.timings.steps if kind == "diffusion" else completion.completion_tokens
+            unit = "steps" if kind == "diffusion" else "tokens"
+            if job.cancel_reason == "timeout":
+                raise APIError("processing_timeout", f"generation took longer than {timeout:.1f}s "
+                               f"(REQUEST_TIMEOUT{', scaled by the steps' if kind == 'diffusion' else ''}) "
+                               f"and was stopped after {done} {unit}")
+            if job.cancel_reason == "shutdown":
+                raise APIError("shutting_down", f"the server is shutting down; generation stopped after "
+                               f"{done} {unit}")
+            return None
+        return completion
+
+    def _check_memory(self, model: Any, n_prompt: int, canvas: int, n_ubatch: int, block: int | None,
+                      plan: Plan) -> None:
+        arch = model.arch
+        n_head = _meta_int(model, f"{arch}.attention.head_count", 32)
+        n_ff = _meta_int(model, f"{arch}.feed_forward_length", 4 * model.n_embd)
+        est = estimate_diffusion(canvas=canvas, n_ubatch=n_ubatch, n_prompt=n_prompt, n_vocab=model.n_vocab,
+                                 n_embd=model.n_embd, n_head=n_head, n_ff=n_ff, block_length=block,
+                                 cfg=plan.diffusion.get("cfg_scale", 0) > 0)
+        plan.info["memory_estimate_mb"] = round(est.total_mb, 1)
+        budget = self.settings.diffusion_memory_budget_mb
+        if est.total_mb > budget:
+            raise APIError("memory_budget_exceeded",
+                           f"this diffusion request needs an estimated {est.describe()} for a canvas of "
+                           f"{canvas} tokens ({n_prompt} prompt + {canvas - n_prompt} to generate), above "
+                           f"DIFFUSION_MEMORY_BUDGET_MB={budget}; lower max_tokens"
+                           + (" or diffusion_cfg_scale" if plan.diffusion.get("cfg_scale", 0) > 0 else ""),
+                           param="max_tokens")
+
+    def _on_step(self, job: Job, plan: Plan, model: Any, n_prompt: int):
+        settled = SettledText(model, n_prompt, plan.stop) if plan.stream_blocks and plan.stream else None
+
+        def on_step(step: int, total: int, canvas: np.ndarray) -> bool:
+            job.emit("progress", (step, total))
+            if settled is not None:
+                delta = settled.update(canvas)
+                if delta:
+                    job.emit("delta", delta)
+            return True
+
+        return on_step
+
+
+class SettledText:
+    """The answer's settled prefix while a diffusion model runs (opt-in block streaming).
+
+    The sampler never re-masks a position, so the canvas up to its first mask token is final:
+    under the block schedule that is every finished block (and sometimes more). Text that
+    could still be cut by a stop string, or is an incomplete UTF-8 character, is held back.
+    """
+
+    def __init__(self, model: Any, n_prompt: int, stop: list[str]):
+        self.model = model
+        self.n_prompt = n_prompt
+        self.stop = [s for s in stop if s]
+        self.mask = model.mask_token
+        self.sent = ""
+        self.done = False
+
+    def update(self, canvas: np.ndarray) -> str:
+        if self.done:
+            return ""
+        answer = np.asarray(canvas)[self.n_prompt:]
+        masked = np.flatnonzero(answer == self.mask)
+        prefix = answer[: masked[0] if len(masked) else len(answer)].tolist()
+        for i, tok in enumerate(prefix):
+            if self.model.is_eog(tok):
+                prefix, self.done = prefix[:i], True
+                break
+        text = self.model.detokenize(prefix, remove_special=False, unparse_special=False).rstrip("\ufffd")
+        cuts = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if cuts:
+            text, self.done = text[: min(cuts)], True
+        elif self.stop:
+            hold = max(len(s) for s in self.stop) - 1
+            text = text[: max(len(self.sent), len(text) - hold)]
+        if not text.startswith(self.sent) or len(text) <= len(self.sent):
+            return ""
+        delta, self.sent = text[len(self.sent):], text
+        return delta
+
+
+def _meta_int(model: Any, key: str, default: int) -> int:
+    try:
+        value = model.meta(key)
+        return int(value) if value is not None else default
+    except (ValueError, TypeError):
+        return default

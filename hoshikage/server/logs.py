@@ -1,0 +1,36 @@
+"""Logging: stdout, or LOG_FILE_PATH rotated daily to ``LOG_FILE_PATH.YYYY-MM-DD`` (FT-008).
+
+Each generation writes one line on ``hoshikage.server.requests``::
+
+    model=smollm2 kind=autoregressive prompt_tokens=31 completion_tokens=16 steps=0 time=0.21s tokens/s=94.0 finish=length
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from logging.handlers import TimedRotatingFileHandler
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER_NAME = "hoshikage-server"
+
+
+def setup_logging(log_file_path: Path | None, level: str = "INFO") -> logging.Handler:
+    """Route hoshikage's and uvicorn's loggers to one handler; return it. Safe to call again."""
+    if log_file_path is not None:
+        log_file_path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = TimedRotatingFileHandler(log_file_path, when="midnight", encoding="utf-8")
+        handler.suffix = "%Y-%m-%d"
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    for name in ("hoshikage", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+            logger.removeHandler(old)
+            old.close()
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    return handler

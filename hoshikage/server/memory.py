@@ -1,0 +1,96 @@
+"""Memory: the diffusion request estimate, context buckets, and the process's own RSS.
+
+For a diffusion model llama.cpp computes logits for every canvas position (``encode()``
+ignores the batch's output flags), so one request costs, besides the weights:
+
+- the logits output buffer, ``canvas x n_vocab`` float32;
+- the compute buffer, sized for ``n_ubatch`` (the bucket): the graph's own logits tensor,
+  the attention scores ``n_head x bucket x bucket`` and one layer's activations;
+- the numpy sampler's working set: a few float32 ``[rows, n_vocab]`` temporaries, where rows
+  is bounded by the block (block schedule) or the sampler's chunk, not by the canvas;
+- with CFG, the conditional logits rows the step needs (never a second full-canvas copy).
+
+The estimate errs high on purpose; it decides whether a request is refused up front.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+
+MIN_BUCKET = 64
+SAMPLER_ROWS = 64  # rows of [rows, n_vocab] the sampler holds at once (timestep schedule)
+SAMPLER_TEMPORARIES = 4  # float32 arrays of that shape alive together (probs, sort keys, ...)
+MiB = 2**20
+
+
+def bucket(tokens: int, limit: int) -> int:
+    """The context size for ``tokens``: the next power of two (at least 64), at most ``limit``."""
+    size = MIN_BUCKET
+    while size < tokens:
+        size *= 2
+    return min(size, limit)
+
+
+@dataclass(frozen=True)
+class DiffusionEstimate:
+    logits_bytes: int
+    compute_bytes: int
+    sampler_bytes: int
+    cfg_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.logits_bytes + self.compute_bytes + self.sampler_bytes + self.cfg_bytes
+
+    @property
+    def total_mb(self) -> float:
+        return self.total_bytes / MiB
+
+    def describe(self) -> str:
+        parts = [f"logits {self.logits_bytes / MiB:.0f} MiB", f"compute {self.compute_bytes / MiB:.0f} MiB",
+                 f"sampler {self.sampler_bytes / MiB:.0f} MiB"]
+        if self.cfg_bytes:
+            parts.append(f"CFG rows {self.cfg_bytes / MiB:.0f} MiB")
+        return f"{self.total_mb:.0f} MiB (" + ", ".join(parts) + ")"
+
+
+def estimate_diffusion(*, canvas: int, n_ubatch: int, n_prompt: int, n_vocab: int, n_embd: int, n_head: int,
+                       n_ff: int, block_length: int | None, cfg: bool) -> DiffusionEstimate:
+    """Bytes one diffusion request needs beyond the weights (see the module docstring)."""
+    f32 = 4
+    logits = canvas * n_vocab * f32
+    attention = n_head * n_ubatch * n_ubatch * f32
+    activations = n_ubatch * (2 * n_ff + 6 * n_embd) * f32
+    compute = n_ubatch * n_vocab * f32 + attention + activations
+    answer = max(1, canvas - n_prompt)
+    rows = min(answer, block_length if block_length else SAMPLER_ROWS)
+    sampler = SAMPLER_TEMPORARIES * rows * n_vocab * f32 + canvas * 64  # + small per-position arrays
+    cfg_rows = (min(answer, block_length) if block_length else answer) * n_vocab * f32 if cfg else 0
+    return DiffusionEstimate(logits, compute, sampler, cfg_rows)
+
+
+def process_memory() -> dict[str, float]:
+    """This process's resident memory now and at its peak, in MiB (Linux; empty elsewhere)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out["rss_mb" if key == "VmRSS" else "peak_rss_mb"] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def release_free_memory() -> None:
+    """Ask glibc to hand freed heap pages back to the OS (no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

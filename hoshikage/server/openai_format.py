@@ -1,0 +1,94 @@
+"""OpenAI response objects and Server-Sent Events, for chat and for (text) completions.
+
+Besides OpenAI's fields, responses carry ``hoshikage``: the model's kind, the effective
+parameters after defaults and adjustments (e.g. steps rounded up for the block schedule),
+the notes describing each adjustment, and timings. OpenAI clients ignore unknown fields.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from enum import IntEnum
+from typing import Any
+
+from ..generation.types import Completion
+
+
+class Formatter:
+    """Builds the objects of one response (one id, one creation time)."""
+
+    def __init__(self, endpoint: str, model: str):
+        self.chat = endpoint == "chat"
+        self.model = model
+        self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    def _base(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": "hoshikage"}
+
+    def response(self, completion: Completion, extra: dict[str, Any]) -> dict[str, Any]:
+        """The non-streamed response."""
+        if self.chat:
+            out = self._base("chat.completion")
+            out["choices"] = [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                               "logprobs": None, "finish_reason": finish(completion)}]
+        else:
+            out = self._base("text_completion")
+            out["choices"] = [{"index": 0, "text": completion.text, "logprobs": None,
+                               "finish_reason": finish(completion)}]
+        out["usage"] = completion.usage
+        out["hoshikage"] = extension(completion, extra)
+        return out
+
+    def chunk(self, text: str | None, *, role: bool = False, finish_reason: str | None = None,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One streamed chunk."""
+        if self.chat:
+            out = self._base("chat.completion.chunk")
+            delta: dict[str, Any] = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        else:
+            out = self._base("text_completion")
+            out["choices"] = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}]
+        if extra is not None:
+            out["hoshikage"] = extra
+        return out
+
+    def usage_chunk(self, completion: Completion) -> dict[str, Any]:
+        out = self._base("chat.completion.chunk" if self.chat else "text_completion")
+        out["choices"] = []
+        out["usage"] = completion.usage
+        return out
+
+
+def finish(completion: Completion) -> str:
+    return "length" if completion.finish_reason == "length" else "stop"
+
+
+def extension(completion: Completion, extra: dict[str, Any]) -> dict[str, Any]:
+    params = {k: (v.name if isinstance(v, IntEnum) else v) for k, v in completion.params.items()}
+    timings = {k: round(v, 4) for k, v in completion.timings.rates(completion.prompt_tokens,
+                                                                   completion.completion_tokens).items()}
+    timings["generation_s"] = round(completion.timings.generation_seconds, 4)
+    if completion.timings.steps:
+        timings["steps"] = completion.timings.steps
+    return {"kind": completion.kind, "params": params, "notes": list(completion.notes), "timings": timings,
+            **extra}
+
+
+def sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def sse_comment(text: str) -> str:
+    """An SSE comment line: clients ignore it; proxies see traffic."""
+    return f": {text}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"

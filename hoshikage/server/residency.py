@@ -1,0 +1,239 @@
+"""Quiet intelligence: which model is in memory, its contexts, and its RAM-disk copy.
+
+- A model is loaded on its first request; asking for another model unloads the first.
+- After ``IDLE_TIMEOUT`` seconds without requests the model and its contexts are freed.
+- With ``RAMDISK_PATH`` set (Linux), the GGUF is copied there first (temp file + rename) and
+  loaded from the copy; copies are deleted after ``GREAT_TIMEOUT`` seconds of complete
+  inactivity, and at shutdown.
+- Contexts are sized in power-of-two buckets (``memory.bucket``): one for autoregressive
+  prompts + answers, one ``n_ubatch = n_batch = bucket`` context per diffusion canvas size.
+  A context is reused while it is large enough; a larger request replaces it.
+
+Every method that touches the native library runs on the worker thread; ``status()`` may be
+called from anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import Context, Model
+from .memory import bucket, process_memory, release_free_memory
+from .registry import ModelEntry, Registry
+from .settings import Settings
+
+log = logging.getLogger("hoshikage.server")
+
+RAMDISK_FOLDER = "hoshikage"
+RAMDISK_HEADROOM = 256 * 2**20  # leave this much free on the RAM disk after a copy
+
+
+class Residency:
+    def __init__(self, settings: Settings, clock=time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the attributes status() reads
+        self.entry: ModelEntry | None = None
+        self.model: Model | None = None
+        self.loaded_from: Path | None = None
+        self.loaded_at = 0.0
+        self.kind: str | None = None  # of the loaded model
+        self.model_mb: float | None = None
+        self.last_used = clock()
+        self.last_activity = clock()
+        self._context: Context | None = None
+        self._context_kind: str | None = None
+        self._context_info: dict[str, Any] | None = None  # plain numbers, for status()
+        self._copies: dict[Path, Path] = {}  # original -> RAM-disk copy
+        self.loads = 0
+        self.unloads = 0
+        self._adopt_existing_copies()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def acquire(self, entry: ModelEntry) -> Model:
+        """The loaded model for ``entry``, loading it (and unloading another) if needed.
+
+        Raises ModelLoadError (bad file) or ValueError (bad setting) from Model().
+        """
+        now = self._clock()
+        self.last_used = self.last_activity = now
+        if self.model is not None and self.entry is not None and self.entry.path == entry.path:
+            self.entry = entry  # stop words or defaults may have changed
+            return self.model
+        if self.model is not None:
+            self.unload(f"switching to {entry.name}")
+        path = self._ramdisk_copy(entry.path) or entry.path
+        t0 = time.perf_counter()
+        model = Model(path, n_gpu_layers=self.settings.n_gpu_layers)
+        with self._lock:
+            self.entry, self.model, self.loaded_from = entry, model, path
+            self.kind = "diffusion" if model.is_diffusion else "autoregressive"
+            self.model_mb = round(model.size_bytes / 2**20, 1)
+            self.loaded_at = self._clock()
+            self.loads += 1
+        log.info("loaded %s (%s, %s, %.0f MiB) from %s in %.2fs", entry.name, model.arch, self.kind,
+                 self.model_mb, path, time.perf_counter() - t0)
+        return model
+
+    def max_tokens_in_context(self) -> int:
+        """Largest context/canvas for the loaded model: N_CTX, bounded by its training length."""
+        assert self.model is not None
+        train = self.model.n_ctx_train or self.settings.n_ctx or 4096
+        return min(self.settings.n_ctx, train) if self.settings.n_ctx else train
+
+    def context(self, kind: str, tokens: int) -> Context:
+        """A context holding ``tokens`` (prompt + answer, or the diffusion canvas), reused if possible."""
+        assert self.model is not None
+        limit = self.max_tokens_in_context()
+        ctx = self._context
+        if ctx is not None and self._context_kind == kind:
+            have = ctx.n_ubatch if kind == "diffusion" else ctx.n_ctx
+            if have >= min(tokens, limit):
+                return ctx
+        self._free_context()
+        size = bucket(tokens, limit)
+        threads = self.settings.n_threads or None
+        if kind == "diffusion":
+            ctx = Context(self.model, n_ctx=size, n_batch=size, n_ubatch=size, n_threads=threads)
+        else:
+            ctx = Context(self.model, n_ctx=size, n_threads=threads)
+        with self._lock:
+            self._context, self._context_kind = ctx, kind
+            self._context_info = {"kind": kind, "n_ctx": ctx.n_ctx, "n_ubatch": ctx.n_ubatch}
+        log.debug("new %s context of %d tokens for %s", kind, size, self.entry.name if self.entry else "?")
+        return ctx
+
+    def touch(self) -> None:
+        self.last_used = self.last_activity = self._clock()
+
+    # -- unloading -------------------------------------------------------------------------
+
+    def _free_context(self) -> None:
+        with self._lock:
+            ctx, self._context, self._context_kind = self._context, None, None
+            self._context_info = None
+        if ctx is not None:
+            ctx.close()
+
+    def unload(self, reason: str) -> None:
+        """Free the contexts, then the model (a context keeps its model alive)."""
+        if self.model is None:
+            return
+        self._free_context()
+        with self._lock:
+            model, entry = self.model, self.entry
+            self.model = self.entry = self.loaded_from = self.kind = self.model_mb = None
+            self.unloads += 1
+        model.close()
+        del model
+        release_free_memory()
+        log.info("unloaded %s (%s)", entry.name if entry else "?", reason)
+
+    def tick(self, registry: Registry | None = None) -> None:
+        """Idle unload, RAM-disk expiry, and unloading a model that left the registry."""
+        now = self._clock()
+        idle = self.settings.idle_timeout
+        if self.model is not None and idle > 0 and now - self.last_used >= idle:
+            self.unload(f"idle for {now - self.last_used:.0f}s (IDLE_TIMEOUT={idle:g})")
+        if self.model is not None and registry is not None and self.entry is not None:
+            current = registry.get(self.entry.name)
+            if current is None or current.path != self.entry.path:
+                self.unload(f"{self.entry.name} was removed from the registry or changed path")
+        great = self.settings.great_timeout
+        if self._copies and great > 0 and now - self.last_activity >= great:
+            if self.model is not None:
+                self.unload(f"inactive for {now - self.last_activity:.0f}s (GREAT_TIMEOUT={great:g})")
+            self.remove_copies(f"inactive for {now - self.last_activity:.0f}s (GREAT_TIMEOUT={great:g})")
+
+    def shutdown(self) -> None:
+        self.unload("shutdown")
+        self.remove_copies("shutdown")
+
+    # -- RAM disk --------------------------------------------------------------------------
+
+    def _ramdisk_dir(self) -> Path | None:
+        root = self.settings.ramdisk_path
+        if root is None or not sys.platform.startswith("linux") or not root.is_dir():
+            return None
+        return root / RAMDISK_FOLDER
+
+    def _adopt_existing_copies(self) -> None:
+        """Copies left by a previous run are tracked (and expire); half-written ones are deleted."""
+        folder = self._ramdisk_dir()
+        if folder is None or not folder.is_dir():
+            return
+        for p in folder.iterdir():
+            if p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+            elif p.suffix == ".gguf":
+                self._copies[p] = p
+
+    def _ramdisk_copy(self, original: Path) -> Path | None:
+        folder = self._ramdisk_dir()
+        if folder is None:
+            return None
+        try:
+            src = original.resolve()
+            if folder.resolve() in src.parents:
+                return None
+            st = src.stat()
+            digest = hashlib.sha1(str(src).encode()).hexdigest()[:12]
+            dest = folder / f"{digest}-{src.name}"
+            if dest.is_file() and dest.stat().st_size == st.st_size and dest.stat().st_mtime >= st.st_mtime:
+                self._copies[original] = dest
+                return dest
+            folder.mkdir(parents=True, exist_ok=True)
+            if shutil.disk_usage(folder).free < st.st_size + RAMDISK_HEADROOM:
+                log.warning("not copying %s to the RAM disk %s: not enough free space", src.name, folder)
+                return None
+            tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+            t0 = time.perf_counter()
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("RAM-disk copy of %s failed, loading the original: %s", original, exc)
+            return None
+        self._copies[original] = dest
+        log.info("copied %s to the RAM disk (%s) in %.2fs", src.name, dest, time.perf_counter() - t0)
+        return dest
+
+    def remove_copies(self, reason: str) -> None:
+        copies, self._copies = self._copies, {}
+        for copy in copies.values():
+            try:
+                copy.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not delete the RAM-disk copy %s: %s", copy, exc)
+        if copies:
+            log.info("deleted %d RAM-disk cop%s (%s)", len(copies), "y" if len(copies) == 1 else "ies", reason)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        with self._lock:
+            model, entry = self.model, self.entry
+            out: dict[str, Any] = {
+                "loaded_model": entry.name if entry else None,
+                "kind": self.kind,
+                "loaded_from": str(self.loaded_from) if self.loaded_from else None,
+                "model_mb": self.model_mb,
+                "loaded_for_s": round(now - self.loaded_at, 1) if model is not None else None,
+                "idle_for_s": round(now - self.last_used, 1),
+                "context": self._context_info,
+                "ramdisk_copies": sorted(str(p) for p in self._copies.values()),
+                "loads": self.loads, "unloads": self.unloads,
+            }
+        out["memory"] = process_memory()
+        return out

@@ -1,0 +1,198 @@
+"""Request bodies: OpenAI's chat and completions shapes, plus Hoshikage's extra fields.
+
+Extra fields are top-level, which is also where the openai SDK's ``extra_body`` puts them:
+``repeat_penalty``, ``repeat_last_n``, ``top_k``, ``min_p`` and the diffusion parameters
+(``diffusion_steps``, ``diffusion_algorithm`` — a number or a name —, ``diffusion_schedule``,
+``diffusion_eps``, ``diffusion_block_length``, ``diffusion_alg_temp``, ``diffusion_cfg_scale``,
+``diffusion_stream_blocks``). Unknown OpenAI fields are ignored so chat UIs keep working; an
+unknown ``diffusion_*`` field is refused, since it is almost certainly a typo.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..sampling.params import Algorithm, Schedule
+
+_SCHEDULE_ALIASES = {"TIMESTEP": Schedule.TIMESTEP_BASED, "BLOCK": Schedule.BLOCK_BASED}
+
+
+def parse_enum(enum: type, value: Any, field: str, aliases: dict[str, Any] | None = None) -> int:
+    """An IntEnum member's value from its number or (case-insensitive) name; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be a number or a name, got {value!r}")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        number = int(value)
+        if isinstance(value, float) and value != number:
+            raise ValueError(f"{field} must be a whole number, got {value!r}")
+        try:
+            return int(enum(number))
+        except ValueError:
+            pass
+    elif isinstance(value, str):
+        key = value.strip().upper().replace("-", "_")
+        if key in enum.__members__:
+            return int(enum[key])
+        if aliases and key in aliases:
+            return int(aliases[key])
+    names = ", ".join(f"{m.value} {m.name}" for m in enum)
+    raise ValueError(f"{field}: unknown value {value!r} (one of: {names})")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class GenerationFields(BaseModel):
+    """What chat and completions share: sampling, stop, streaming and the diffusion fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1, description="A registered model name (GET /v1/models).")
+    max_tokens: int | None = Field(None, ge=1, description="Answer length; for diffusion, the canvas "
+                                   "after the prompt. Default: MAX_TOKENS.")
+    temperature: float | None = Field(None, ge=0.0, le=10.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="Autoregressive only.")
+    repeat_penalty: float | None = Field(None, gt=0.0, description="1.0 is off (autoregressive only).")
+    repeat_last_n: int | None = Field(None, ge=-1, description="0 is off (autoregressive only).")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: str | list[str] | None = Field(None, description="Up to 16 stop strings, merged with the model's.")
+    n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    diffusion_steps: int | None = Field(None, ge=1, le=100_000, description="Denoising steps.")
+    diffusion_algorithm: int | None = Field(None, description="0-4 or ORIGIN, ENTROPY_BASED, MARGIN_BASED, "
+                                            "RANDOM, CONFIDENCE_BASED.")
+    diffusion_schedule: int | None = Field(None, description="0 / TIMESTEP_BASED or 1 / BLOCK_BASED.")
+    diffusion_eps: float | None = Field(None, ge=0.0, lt=1.0)
+    diffusion_block_length: int | None = Field(None, ge=1)
+    diffusion_alg_temp: float | None = Field(None, ge=0.0)
+    diffusion_cfg_scale: float | None = Field(None, ge=0.0)
+    diffusion_stream_blocks: bool | None = Field(None, description="Stream settled text while a diffusion "
+                                                 "model runs (opt-in; see docs/server.md).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_diffusion_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for key in data:
+                if isinstance(key, str) and key.startswith("diffusion_") and key not in known:
+                    raise ValueError(f"unknown diffusion parameter {key!r}; known: "
+                                     + ", ".join(sorted(k for k in known if k.startswith("diffusion_"))))
+        return data
+
+    @field_validator("diffusion_algorithm", mode="before")
+    @classmethod
+    def _algorithm(cls, value: Any) -> Any:
+        return None if value is None else parse_enum(Algorithm, value, "diffusion_algorithm")
+
+    @field_validator("diffusion_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return None if value is None else parse_enum(Schedule, value, "diffusion_schedule", _SCHEDULE_ALIASES)
+
+    @field_validator("stop", mode="after")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > 16:
+            raise ValueError(f"at most 16 stop strings, got {len(stops)}")
+        return [s for s in stops if s]
+
+    def diffusion_overrides(self) -> dict[str, Any]:
+        """The diffusion fields this request set, under DiffusionParams' names."""
+        names = ("steps", "algorithm", "schedule", "eps", "block_length", "alg_temp", "cfg_scale")
+        return {n: getattr(self, f"diffusion_{n}") for n in names if getattr(self, f"diffusion_{n}") is not None}
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content", mode="after")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for part in value:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError("only text content parts are supported")
+            return "".join(p["text"] for p in value)
+        return value
+
+
+class ChatCompletionRequest(GenerationFields):
+    messages: list[ChatMessageIn] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+
+    def as_messages(self) -> list[dict[str, str]]:
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.content or ""}
+                for m in self.messages]
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
+
+
+class CompletionRequest(GenerationFields):
+    prompt: str | list[str] = Field(..., description="Raw text (no chat template); one prompt only.")
+    echo: bool = False
+
+    @field_validator("prompt", mode="after")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str:
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise ValueError(f"exactly one prompt is supported, got {len(value)}")
+            value = value[0]
+        if not value:
+            raise ValueError("the prompt is empty")
+        return value
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class DiffusionDefaults(BaseModel):
+    """Per-model diffusion defaults in the registry (DiffusionParams' names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(None, ge=1)
+    algorithm: int | None = None
+    schedule: int | None = None
+    eps: float | None = Field(None, ge=0.0, lt=1.0)
+    block_length: int | None = Field(None, ge=1)
+    alg_temp: float | None = Field(None, ge=0.0)
+    cfg_scale: float | None = Field(None, ge=0.0)
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm(cls, value: Any) -> Any:
+        return None if value is None else parse_enum(Algorithm, value, "algorithm")
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return None if value is None else parse_enum(Schedule, value, "schedule", _SCHEDULE_ALIASES)
+
+
+class AddModelRequest(BaseModel):
+    """POST /admin/models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[^/\s][^/]*$")
+    path: str = Field(..., min_length=1, description="Path of the .gguf file on the server's machine.")
+    stop: list[str] = Field(default_factory=list)
+    description: str | None = None
+    test_model: bool = False
+    diffusion: DiffusionDefaults | None = None

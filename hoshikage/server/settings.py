@@ -1,0 +1,130 @@
+"""Server settings: environment variables and ``.env`` files, through pydantic-settings.
+
+Every field's name is its variable (``DIFFUSION_STEPS`` -> ``diffusion_steps``); the
+descriptions double as the reference in ``.env.example`` and docs/server.md. Loading
+settings never touches the native library.
+
+``.env`` files are read from ``$HOSHIKAGE_HOME/.env`` and then ``./.env`` (the later wins);
+real environment variables win over both.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_HOME = "~/.config/hoshikage"
+
+
+def default_memory_budget_mb() -> int:
+    """Half of the machine's physical memory, in MiB (4096 when it cannot be read)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 4096
+    return max(256, total // 2 // 2**20)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=False)
+
+    # --- network and access ------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(3030, ge=1, le=65535, description="TCP port.")
+    api_key: str | None = Field(None, description="When set, every endpoint except /v1/status needs "
+                                "'Authorization: Bearer <API_KEY>'. When unset, admin endpoints accept "
+                                "loopback clients only.")
+
+    # --- files ---------------------------------------------------------------------------
+    hoshikage_home: Path = Field(Path(DEFAULT_HOME), description="Folder of model_map.json (the registry) "
+                                 "and models/ (GGUF files dropped there are served under their file name).")
+    log_file_path: Path | None = Field(None, description="Append logs to this file, rotated daily to "
+                                       "LOG_FILE_PATH.YYYY-MM-DD. Unset: log to stdout.")
+    log_level: str = Field("INFO", description="Python log level of the server's log.")
+
+    # --- generation defaults (a request's own fields win) ---------------------------------
+    temperature: float = Field(0.2, ge=0.0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(0.8, gt=0.0, le=1.0, description="Nucleus sampling; 1.0 turns it off.")
+    top_k: int = Field(40, ge=0, description="Top-k filter; 0 turns it off.")
+    max_tokens: int = Field(1024, ge=1, description="Answer length when a request gives none. For a "
+                            "diffusion model it sets the canvas (prompt + max_tokens), bounded by the context.")
+    repeat_penalty: float = Field(1.0, gt=0.0, description="Autoregressive repeat penalty; 1.0 is off.")
+    repeat_last_n: int = Field(64, ge=-1, description="Tokens the repeat penalty looks back over; 0 is off.")
+    default_stop: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["<|im_end|>", "</s>"],
+        description="Stop strings merged with each model's own (JSON list or comma-separated).")
+
+    # --- llama.cpp ------------------------------------------------------------------------
+    n_ctx: int = Field(4096, ge=0, description="Largest context (autoregressive) or canvas (diffusion) "
+                       "in tokens; 0 = the model's training length. Contexts are sized per request in "
+                       "buckets up to this.")
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all, 0 = CPU only).")
+    n_threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all available.")
+
+    # --- diffusion defaults (llama-diffusion-cli's names; per model in the registry) --------
+    diffusion_steps: int = Field(50, ge=1, description="Denoising steps; more is better and slower.")
+    diffusion_algorithm: int = Field(4, ge=0, le=4, description="0 ORIGIN, 1 ENTROPY_BASED, 2 MARGIN_BASED, "
+                                     "3 RANDOM, 4 CONFIDENCE_BASED.")
+    diffusion_schedule: int = Field(0, ge=0, le=1, description="0 TIMESTEP_BASED (uses eps), 1 BLOCK_BASED "
+                                    "(uses block length).")
+    diffusion_eps: float = Field(1e-3, ge=0.0, lt=1.0, description="Timestep schedule's end point.")
+    diffusion_block_length: int = Field(32, ge=1, description="Block schedule's block length in tokens.")
+    diffusion_alg_temp: float = Field(0.0, ge=0.0, description="Algorithm temperature; > 0 samples positions.")
+    diffusion_cfg_scale: float = Field(0.0, ge=0.0, description="Classifier-free guidance; > 0 enables it "
+                                       "(a second pass per step).")
+    diffusion_memory_budget_mb: int = Field(default_factory=default_memory_budget_mb, ge=1,
+                                            description="Largest estimated memory of one diffusion request "
+                                            "(logits + compute buffer + sampler); above it the request is "
+                                            "refused. Default: half the physical memory.")
+
+    # --- quiet intelligence -------------------------------------------------------------
+    idle_timeout: float = Field(300, ge=0, description="Seconds without requests before the model is "
+                                "unloaded and its contexts freed; 0 = never.")
+    great_timeout: float = Field(3600, ge=0, description="Seconds of complete inactivity before the RAM-disk "
+                                 "copy of the model is deleted.")
+    ramdisk_path: Path | None = Field(Path("/dev/shm"), description="Copy models here and load them from the "
+                                      "copy (Linux; faster reloads). Empty: off.")
+    request_timeout: float = Field(300, gt=0, description="Seconds one generation may run; a diffusion request "
+                                   "gets REQUEST_TIMEOUT * steps / DIFFUSION_STEPS when that is longer.")
+    queue_timeout: float = Field(120, gt=0, description="Seconds a request may wait for its turn; then 503.")
+    max_queue: int = Field(16, ge=0, description="Requests that may wait while one runs; one more gets 429.")
+
+    @field_validator("default_stop", mode="before")
+    @classmethod
+    def _split_stop(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [s for s in (p.strip() for p in text.split(",")) if s]
+        return value
+
+    @field_validator("ramdisk_path", "log_file_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("hoshikage_home", "ramdisk_path", "log_file_path", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def registry_path(self) -> Path:
+        return self.hoshikage_home / "model_map.json"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.hoshikage_home / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from ``$HOSHIKAGE_HOME/.env``, ``./.env`` and the environment; ``overrides`` win."""
+    home = Path(os.environ.get("HOSHIKAGE_HOME", DEFAULT_HOME)).expanduser()
+    return Settings(_env_file=(home / ".env", Path(".env")), **overrides)
