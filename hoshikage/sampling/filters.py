@@ -49,6 +49,13 @@ class Candidates:
         return self.ids[np.arange(len(col)), col].astype(np.int32)
 
 
+def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
+    """``cur_p->size = size`` on a sorted batch, re-padding the dropped tail with -inf."""
+    logits = c.logits.copy()
+    logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
+    return Candidates(logits, c.ids, size.astype(np.int64), True)
+
+
 def full_candidates(logits: np.ndarray) -> Candidates:
     """Fresh arrays as the loop fills them: every id, in id order, unsorted."""
     r, n = logits.shape
@@ -129,7 +136,7 @@ def top_k(c: Candidates, k: int) -> Candidates:
     if k <= 0:
         return c
     if c.sorted:
-        return Candidates(c.logits, c.ids, np.minimum(c.size, k), True)
+        return _truncated(c, np.minimum(c.size, k))
     L = c.logits
     r, n = L.shape
     k = min(k, n)
@@ -161,7 +168,7 @@ def top_p(c: Candidates, p: float) -> Candidates:
         cs = np.cumsum(e / cum[:, None], axis=1, dtype=np.float32)
         hit = (cs >= p32) & (np.arange(m) < c.size[:, None])
         last = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.size)
-        return Candidates(c.logits, c.ids, last.astype(np.int64), True)
+        return _truncated(c, last)
 
     # Unsorted: the C sorts the top 256 (all, at <= 1024 entries) and scans their
     # probabilities; only if the sum falls short does it sort everything and go on.

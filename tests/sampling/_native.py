@@ -1,0 +1,120 @@
+"""Builds the C++ reference harnesses in tests/sampling/native/ (skips when it cannot).
+
+They need g++ and, for the llama.cpp ones, a cached llama.cpp build (``build_llama.py``):
+the source tree under ``~/.cache/hoshikage/src`` and ``libllama.so`` under
+``~/.cache/hoshikage/build/*/bin``. Binaries are cached per source hash in a temp folder.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+NATIVE = Path(__file__).parent / "native"
+
+
+def cache_root() -> Path:
+    env = os.environ.get("HOSHIKAGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hoshikage"
+
+
+def require_gxx() -> str:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found: C++ reference checks need a C++ compiler")
+    return gxx
+
+
+def llama_build() -> tuple[Path, Path]:
+    """(llama.cpp source tree, build folder holding bin/libllama.so), or skip."""
+    root = cache_root()
+    builds = []
+    current = root / "current.json"
+    if current.exists():
+        try:
+            builds.append(Path(json.loads(current.read_text())["build_dir"]))
+        except (ValueError, KeyError):
+            pass
+    builds += [Path(p).parent.parent for p in sorted(glob.glob(str(root / "build/*/bin/libllama.so")))]
+    build = next((b for b in builds if (b / "bin/libllama.so").exists()
+                  and (b / "bin/libggml-base.so").exists()), None)
+    trees = sorted(glob.glob(str(root / "src/*/llama.cpp")))
+    if build is None or not trees:
+        pytest.skip(f"no cached llama.cpp build under {root} (run build_llama.py)")
+    return Path(trees[0]), build
+
+
+def _flags_for(build: Path, target: str) -> list[str]:
+    """The CXX_FLAGS cmake used for a llama.cpp target, so the harness compiles alike."""
+    f = build / "llama.cpp" / target / "flags.make"
+    if f.exists():
+        for line in f.read_text().splitlines():
+            if line.startswith("CXX_FLAGS"):
+                return [x for x in line.split("=", 1)[1].split() if not x.startswith("-W")]
+    return ["-O3", "-DNDEBUG"]
+
+
+def _compile(name: str, sources: list[Path], args: list[str]) -> Path:
+    gxx = require_gxx()
+    h = hashlib.sha256()
+    for s in sources:
+        h.update(s.read_bytes())
+    h.update(" ".join(args).encode())
+    out_dir = Path(tempfile.gettempdir()) / "hoshikage-sampling-tests"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"{name}-{h.hexdigest()[:16]}"
+    if not out.exists():
+        tmp = out.with_suffix(".tmp")
+        proc = subprocess.run([gxx, *map(str, sources), *args, "-o", str(tmp)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"compiling {name} failed:\n{proc.stderr[-3000:]}")
+        tmp.rename(out)
+    return out
+
+
+def _llama_link(tree: Path, build: Path) -> list[str]:
+    lib = build / "bin"
+    return [f"-I{tree}/include", f"-I{tree}/ggml/include", f"-L{lib}", "-lllama", "-lggml-base",
+            f"-Wl,--disable-new-dtags,-rpath,{lib}"]
+
+
+def stl_ref() -> Path:
+    return _compile("stl_ref", [NATIVE / "stl_ref.cpp"], ["-O2", "-std=c++17"])
+
+
+def rng_ref() -> Path:
+    return _compile("rng_ref", [NATIVE / "rng_ref.cpp"], ["-O2", "-std=c++17"])
+
+
+def chain_ref() -> Path:
+    tree, build = llama_build()
+    return _compile("chain_ref", [NATIVE / "chain_ref.cpp"],
+                    ["-O2", "-std=c++17", *_llama_link(tree, build)])
+
+
+def loop_ref() -> ctypes.CDLL:
+    tree, build = llama_build()
+    flags = _flags_for(build, "examples/diffusion/CMakeFiles/llama-diffusion.dir")
+    if any(f.startswith("-m") for f in flags):
+        pytest.skip(f"llama-diffusion was built with ISA flags {flags}; the harness would differ")
+    src = [tree / "examples/diffusion/diffusion.cpp", NATIVE / "loop_ref.cpp"]
+    inc = [f"-I{tree}/common", f"-I{tree}/examples/diffusion", f"-I{tree}/vendor"]
+    so = _compile("loop_ref.so", src, [*flags, "-std=c++17", "-fPIC", "-shared", "-Wl,-Bsymbolic",
+                                       *inc, *_llama_link(tree, build)])
+    return ctypes.CDLL(str(so))
+
+
+def libm() -> ctypes.CDLL:
+    return ctypes.CDLL("libm.so.6")
