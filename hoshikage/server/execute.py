@@ -210,7 +210,7 @@ class Runner:
         settled = SettledText(model, n_prompt, plan.stop) if plan.stream_blocks and plan.stream else None
 
         def on_step(step: int, total: int, canvas: np.ndarray) -> bool:
-            job.emit("progress", (step, total))
+            job.emit("progress", (step + 1, total))  # called as step ``step`` (0-based) starts
             if settled is not None:
                 delta = settled.update(canvas)
                 if delta:

@@ -33,4 +33,7 @@ def setup_logging(log_file_path: Path | None, level: str = "INFO") -> logging.Ha
         logger.addHandler(handler)
         logger.setLevel(level.upper())
         logger.propagate = False
+    # llama.cpp's own log (model loading, context creation) is verbose at INFO.
+    llama_level = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    logging.getLogger("hoshikage.llama").setLevel(llama_level)
     return handler
