@@ -124,6 +124,10 @@ class Runner:
         except ValueError as exc:
             raise from_value_error(exc) from exc
         limit = self.residency.max_tokens_in_context()
+        if n_prompt >= limit:
+            raise APIError("validation_error", f"the prompt has {n_prompt} tokens, which leaves no room in "
+                           f"the context of {limit} tokens (N_CTX / the model's training length)",
+                           param="messages" if plan.messages is not None else "prompt", status=400)
         timeout = self.settings.request_timeout
         kwargs: dict[str, Any] = dict(plan.sampling)
         on_step = None
