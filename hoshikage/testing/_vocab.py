@@ -23,6 +23,7 @@ SMOLLM2_ENV = "HOSHIKAGE_SMOLLM2_GGUF"  # optional override of the tokenizer sou
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 MASK_TOKEN = "<|mdm_mask|>"
+VOCAB_MULTIPLE = 64  # default vocabulary padding
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,12 @@ def build_vocab(arch: str, pad_to: int | None = None, base: BaseTokenizer | None
         index[t] = len(tokens)
         tokens.append(t)
         types.append(CONTROL)
-    if pad_to is not None:
-        if pad_to < len(tokens):
-            raise ValueError(f"n_vocab_pad_to={pad_to} is below the {len(tokens)} tokens needed")
-        tokens.extend(f"<|reserved_{i}|>" for i in range(pad_to - len(tokens)))
-        types.extend([CONTROL] * (pad_to - len(types)))
+    if pad_to is None:  # like real checkpoints: a multiple of 64 (see write_diffusion_gguf)
+        pad_to = -(-len(tokens) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    if pad_to < len(tokens):
+        raise ValueError(f"n_vocab_pad_to={pad_to} is below the {len(tokens)} tokens needed")
+    types.extend([CONTROL] * (pad_to - len(tokens)))
+    tokens.extend(f"<|reserved_{i}|>" for i in range(pad_to - len(tokens)))
     ids = {"bos": index[plan.bos], "eos": index[plan.eos], "eot": index[plan.eot],
            "pad": index[plan.pad], "mask": index[MASK_TOKEN]}
     return Vocab(tokens, types, base.merges, base.pre, ids, plan.add_bos, plan.chat_template)

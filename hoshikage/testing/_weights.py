@@ -3,18 +3,20 @@
 The models are not trained; the weights are drawn so that llama.cpp's diffusion sampler
 sees something shaped like a language model's output rather than uniform noise:
 
-- hidden states are RMS-normalised before the output projection, so an output row drawn
-  as N(0, s^2/n_embd) gives that token a logit of standard deviation ``s``. Ordinary tokens
-  get ``s = logit_std`` (several units), a set of common English word tokens gets
-  ``s = logit_std * favored_boost`` so they dominate the top-k and the output reads like a
-  jumble of words, and control/reserved tokens (mask, bos/eos, chat markers) get ``s = 0``
-  (logit exactly 0, far below the top of ~49k draws) so they are never produced;
-- attention query/key scales make scores of a few units, so each position attends to a
-  few others (mostly prompt tokens, through RoPE offsets) and positions disagree: the
-  preferred tokens depend on the context and on the position, and the confidence of the
-  top token varies from position to position;
-- every tensor has its own generator seeded by ``(seed, crc32(name))``: same parameters,
-  same bytes, whatever order tensors are made in.
+- logits: hidden states are RMS-normalised before the output projection, so an output row
+  drawn as N(0, s^2/n_embd) gives that token a logit of standard deviation ``s``. Ordinary
+  tokens get ``s = logit_std`` (3), the 1,024 most frequent space-prefixed English word
+  tokens (plus "," and ".") ``s * favored_boost`` so they dominate the top-k and the output
+  reads as a jumble of words, and every control token (mask, bos/eos, chat markers,
+  reserved padding) gets ``s = 0``: a logit of exactly 0, never sampled;
+- context and position dependence: the mask token's embedding is small and its first-layer
+  value vector is projected to zero, so at a masked position the residual stream holds what
+  attention gathered from real tokens rather than a vector all masked positions share; q/k
+  weights favour the fast-rotating RoPE pairs so attention (and the prediction) changes from
+  one position to the next; query/key scales give attention scores of a few units. The
+  result: neighbouring masked positions mostly predict different tokens, and the top
+  token's probability ranges from ~0.01 to ~1 across positions;
+- determinism: each tensor has its own generator seeded by ``(seed, crc32(name))``.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from ._vocab import Vocab, build_vocab
 from ._weights import WeightStyle, make_tensor
 
 # Bump whenever the bytes written for the same parameters change: cached files regenerate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 ARCH_NAMES = tuple(ARCHS)
 
@@ -190,7 +190,11 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
     heads), n_ff = 3 * n_embd (Dream 5.33x, LLaDA-MoE's dense size 4x), MoE archs 8 experts
     of which 2 are used, each n_embd / 2 wide; RND1's head_dim is twice n_embd / n_head as
     in Qwen3-30B-A3B. ``n_vocab_pad_to`` pads the vocabulary with ``<|reserved_N|>``
-    control tokens (LLaDA: 126464). Same arguments, same bytes."""
+    control tokens to that size (LLaDA: 126464); by default it is padded to the next
+    multiple of 64 (49,216), as real checkpoints pad their embedding matrices. That matters
+    for speed: ggml's fast CPU GEMM (llamafile tinyBLAS) needs the output projection's row
+    count to be a multiple of 4, and with 49,157 rows the output projection falls back to a
+    ~10x slower dot-product loop. Same arguments, same bytes."""
     import gguf  # noqa: PLC0415 - keep `import hoshikage.testing` light
 
     p = resolve_params(arch, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
@@ -212,6 +216,9 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
         _write_metadata(w, spec, p, d, vocab)
         for name, shape in tensor_shapes(spec, d).items():
             w.add_tensor(name, make_tensor(name, shape, spec, d, vocab, p.style, seed, np_dtype))
+        # ModelBase.prepare_metadata: size label from the parameter count, quantization version
+        w.add_string("general.size_label", gguf.size_label(*w.get_total_parameter_count()))
+        w.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()

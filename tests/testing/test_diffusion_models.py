@@ -39,9 +39,14 @@ TEMPLATE_MARKERS = {"llada": "<|start_header_id|>", "dream": "<|im_start|>",
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("diffusion_models")
-    return {arch: write_diffusion_gguf(out / f"{arch}.gguf", arch) for arch in ARCHS}
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("diffusion_models")
+
+
+@pytest.fixture(scope="module")
+def models(model_dir):
+    """The four tiny presets, generated once for this module."""
+    return {arch: ensure_test_model(f"{arch}-tiny", model_dir) for arch in ARCHS}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +83,8 @@ def test_metadata(contents, arch):
     assert kv["tokenizer.ggml.model"] == "gpt2" and kv["tokenizer.ggml.pre"] == "smollm"
     assert len(kv["tokenizer.ggml.merges"]) == 48900
     assert tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    assert len(tokens) == len(types) > N_BASE and len(set(tokens)) == len(tokens)
+    assert len(tokens) == len(types) == 49216 and len(set(tokens)) == len(tokens)  # 64 * 769
+    assert tokens[-1].startswith("<|reserved_")
     mask = kv["tokenizer.ggml.mask_token_id"]
     assert tokens[mask] == MASK_TOKEN and types[mask] == gguf.TokenType.CONTROL
     assert all(t == gguf.TokenType.CONTROL for t in types[N_BASE:])
@@ -128,13 +134,21 @@ def test_chat_template_renders_to_special_tokens(contents, arch):
         assert text.endswith("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_same_parameters_same_bytes(tmp_path):
-    a = write_diffusion_gguf(tmp_path / "a.gguf", "llada", n_embd=32, seed=7)
-    b = write_diffusion_gguf(tmp_path / "b.gguf", "llada", n_embd=32, seed=7)
-    c = write_diffusion_gguf(tmp_path / "c.gguf", "llada", n_embd=32, seed=8)
-    assert a.read_bytes() == b.read_bytes()
-    assert a.read_bytes() != c.read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "b.gguf", "c.gguf"]  # no temp files
+def test_same_parameters_same_bytes(models, tmp_path):
+    again = write_diffusion_gguf(tmp_path / "again.gguf", "llada")  # = preset llada-tiny
+    assert again.read_bytes() == models["llada"].read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["again.gguf"]  # no temporary file left
+    # the seed reaches the tensors
+    p0, p1 = (dm.resolve_params("llada", seed=s) for s in (0, 1))
+    vocab = dm.build_vocab("llada")
+    dims = dm.Dims(vocab.size, p0.n_embd, p0.n_layer, p0.n_head, p0.n_head_kv, p0.head_dim,
+                   p0.n_ff, 0, 0, 0)
+    shapes = dm.tensor_shapes(dm.ARCHS["llada"], dims)
+    for name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.1.ffn_norm.weight"):
+        shape = shapes[name]
+        t0, t1 = (dm.make_tensor(name, shape, dm.ARCHS["llada"], dims, vocab, p.style, p.seed,
+                                 np.float16) for p in (p0, p1))
+        assert not np.array_equal(t0, t1), name
 
 
 def test_vocab_padding(tmp_path):
@@ -177,10 +191,10 @@ def test_cache_generates_once_and_replaces_stale(tmp_path, monkeypatch):
         ensure_test_model("llada-huge")
 
 
-def test_command_line(tmp_path, capsys):
-    assert dm.main(["--out", str(tmp_path), "dream-tiny"]) == 0
+def test_command_line(models, model_dir, capsys):
+    assert dm.main(["--out", str(model_dir)]) == 0  # already there: nothing is regenerated
     printed = capsys.readouterr().out.split()
-    assert printed == [str(dm.cached_model_path("dream-tiny", tmp_path))]
+    assert printed == [str(models[arch]) for arch in ARCHS]
     assert dm.main(["--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in dm.PRESETS)
@@ -253,12 +267,12 @@ DIFFUSION_CLI = llama_tool("llama-diffusion-cli")
 @pytest.mark.skipif(DIFFUSION_CLI is None, reason="no llama.cpp build manifest with "
                     "llama-diffusion-cli (run build_llama.py)")
 @pytest.mark.parametrize("preset", dm.TINY_PRESETS)
-def test_llama_diffusion_cli_runs(preset, tmp_path):
-    model = ensure_test_model(preset, tmp_path)
+def test_llama_diffusion_cli_runs(preset, models):
+    model = models[preset.removesuffix("-tiny")]
     schedule = (["--diffusion-block-length", "32"] if preset.startswith("llada")
                 else ["--diffusion-eps", "0.001"])
     cmd = [str(DIFFUSION_CLI), "-m", str(model), "-p", "Hello", "-ub", "64", "-c", "64", "-b", "64",
-           "--diffusion-steps", "8", *schedule, "--temp", "0", "--seed", "1", "-t", "2"]
+           "--diffusion-steps", "8", *schedule, "--temp", "0", "--seed", "1", "-t", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "LLAMA_LOG_COLORS": "0"})
     log = proc.stdout + proc.stderr
