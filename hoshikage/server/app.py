@@ -285,8 +285,9 @@ def _extra(plan: Plan) -> dict[str, Any]:
     out = {"model_entry": plan.entry.name}
     if plan.entry.test_model:
         out["test_model"] = True
-    if "memory_estimate_mb" in plan.info:
-        out["memory_estimate_mb"] = plan.info["memory_estimate_mb"]
+    for key in ("memory_estimate_mb", "timeout_s"):
+        if key in plan.info:
+            out[key] = plan.info[key]
     return out
 
 

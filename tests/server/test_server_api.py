@@ -93,6 +93,16 @@ def test_diffusion_algorithm_as_number_and_seed_is_deterministic(server):
     assert a.choices[0].message.content == b.choices[0].message.content
 
 
+def test_request_timeout_scales_with_diffusion_steps(server):
+    client = server.openai()
+    ar = client.completions.create(model="smollm2", prompt="Hi", max_tokens=2)
+    assert ext(ar)["timeout_s"] == 300  # REQUEST_TIMEOUT
+    few = client.completions.create(model="dream", prompt="Hi", max_tokens=4, extra_body={"diffusion_steps": 10})
+    assert ext(few)["timeout_s"] == 300  # never below REQUEST_TIMEOUT
+    many = client.completions.create(model="dream", prompt="Hi", max_tokens=4, extra_body={"diffusion_steps": 100})
+    assert ext(many)["timeout_s"] == 600  # REQUEST_TIMEOUT * 100 / DIFFUSION_STEPS (50)
+
+
 def test_diffusion_stream_is_one_content_chunk(server):
     chunks = list(server.openai().chat.completions.create(
         model="dream", messages=CHAT, max_tokens=12, stream=True, extra_body={"diffusion_steps": 4}))
