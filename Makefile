@@ -34,9 +34,10 @@ build: install
 models: build
 	$(PY) -m hoshikage.testing.diffusion_models llada-tiny dream-tiny
 
+# The OpenAI-compatible server on $(HOST):$(PORT), with SmolLM2 and a tiny diffusion TEST model
+# (random weights) registered in HOSHIKAGE_HOME (default ~/.config/hoshikage). See docs/server.md.
 run: models
-	$(BIN)/hoshikage generate -m "$$($(PY) -c 'import hoshikage; print(hoshikage.smollm2_path())')" \
-		-p "In two sentences, why is the night sky dark?" -n 96 --temp 0
+	$(BIN)/hoshikage serve --host $(HOST) --port $(PORT) --with-defaults
 
 test: models
 	$(PY) -m pytest -q
