@@ -203,3 +203,9 @@ def test_api_key_guards_everything_but_status(tmp_path):
     assert client.get("/v1/models", headers=ok).status_code == 200
     assert client.post("/admin/reload", headers=ok).status_code == 200
     assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_env_example_documents_every_setting():
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"# {name.upper()}=" not in text]
+    assert not missing, f".env.example lacks {missing}"
