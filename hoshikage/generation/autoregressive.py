@@ -17,14 +17,14 @@ from .types import Chunk, Completion, Timings
 class SamplerChain:
     """An owned ``llama_sampler`` chain built from SamplingParams (freed by close())."""
 
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params: SamplingParams, n_vocab: int):
         lib = _ffi.lib()
         self._lib = lib
         self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda s: lib.llama_sampler_chain_add(self.ptr, s)  # noqa: E731 - the chain takes ownership
         p = params
         if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-            add(lib.llama_sampler_init_penalties(p.repeat_last_n, p.repeat_penalty,
+            add(lib.llama_sampler_init_penalties(n_vocab, p.repeat_last_n, p.repeat_penalty,
                                                  p.frequency_penalty, p.presence_penalty))
         if p.greedy:
             add(lib.llama_sampler_init_greedy())
@@ -73,7 +73,7 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
     finish = "length"
     first_token_at = None
     params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), **(extra_params or {})}
-    with SamplerChain(sampling) as chain:
+    with SamplerChain(sampling, model.n_vocab) as chain:
         while len(tokens) < max_tokens:
             if should_stop is not None and should_stop():
                 finish = "cancelled"
