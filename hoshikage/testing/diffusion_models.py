@@ -22,8 +22,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -209,8 +209,9 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a unique name in the same folder (so the rename is atomic); created by GGUFWriter with
+    # the usual umask permissions, unlike mkstemp's 0600
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         w = gguf.GGUFWriter(tmp, spec.arch)
         _write_metadata(w, spec, p, d, vocab)
