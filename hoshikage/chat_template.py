@@ -83,8 +83,11 @@ def render_jinja_chat_template(template: str, messages: Sequence[ChatMessage], *
     """Render a Hugging Face style jinja chat template."""
     try:
         compiled = _compile(template)
-    except Exception as exc:  # jinja2.TemplateSyntaxError and friends
-        raise ValueError(f"the model's chat template does not compile: {exc}") from exc
-    return compiled.render(
-        messages=[{"role": m.role, "content": m.content} for m in messages],
-        add_generation_prompt=add_generation_prompt, bos_token=bos_token, eos_token=eos_token)
+        return compiled.render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=add_generation_prompt, bos_token=bos_token, eos_token=eos_token,
+            enable_thinking=True)  # llama.cpp's default (common_chat_templates_inputs)
+    except ValueError:
+        raise
+    except Exception as exc:  # jinja2's syntax, undefined-variable and sandbox errors
+        raise ValueError(f"the chat template does not render: {exc}") from exc

@@ -219,6 +219,10 @@ class Model:
     def add_bos(self) -> bool:
         return bool(self._lib.llama_vocab_get_add_bos(self.vocab_ptr))
 
+    @property
+    def add_eos(self) -> bool:
+        return bool(self._lib.llama_vocab_get_add_eos(self.vocab_ptr))
+
     def is_eog(self, token: int) -> bool:
         """True if ``token`` ends generation (eos, eot, and the like)."""
         return bool(self._lib.llama_vocab_is_eog(self.vocab_ptr, int(token)))
@@ -277,22 +281,39 @@ class Model:
     # -- chat ------------------------------------------------------------------------------
 
     def apply_chat_template(self, messages: Sequence[ChatMessage | dict], *,
-                            add_generation_prompt: bool = True, template: str | None = None) -> str:
+                            add_generation_prompt: bool = True, template: str | None = None,
+                            engine: str = "jinja") -> str:
         """Render ``messages`` ([{"role", "content"}, ...]) with the model's chat template.
 
-        llama.cpp's built-in engine is used when it recognises the template; otherwise the
-        template is rendered with jinja2 the way llama.cpp's jinja path does.
+        engine "jinja" (default) renders the template the way llama.cpp's tools do
+        (``common_chat_templates_apply``: jinja, then a leading BOS / trailing EOS text is
+        dropped when the tokenizer adds them itself); if the template does not render, or with
+        engine "builtin", llama.cpp's built-in ``llama_chat_apply_template`` is used.
         """
+        if engine not in ("jinja", "builtin"):
+            raise ValueError(f"engine must be 'jinja' or 'builtin', got {engine!r}")
         tmpl = template if template is not None else self.chat_template
         if tmpl is None:
             raise ValueError(f"model {self.path.name} has no chat template; pass template= or use a raw prompt")
         msgs = normalize_messages(messages)
+        if engine == "jinja":
+            bos, eos = self._token_text(self.bos_token), self._token_text(self.eos_token)
+            try:
+                text = render_jinja_chat_template(tmpl, msgs, add_generation_prompt=add_generation_prompt,
+                                                  bos_token=bos, eos_token=eos)
+            except ValueError:
+                text = None
+            if text is not None:
+                if self.add_bos and bos and text.startswith(bos):
+                    text = text[len(bos):]
+                if self.add_eos and eos and text.endswith(eos):
+                    text = text[: -len(eos)]
+                return text
         builtin = self._builtin_chat_template(tmpl, msgs, add_generation_prompt)
-        if builtin is not None:
-            return builtin
-        return render_jinja_chat_template(
-            tmpl, msgs, add_generation_prompt=add_generation_prompt,
-            bos_token=self._token_text(self.bos_token), eos_token=self._token_text(self.eos_token))
+        if builtin is None:
+            raise ValueError(f"the chat template of {self.path.name} renders neither with jinja nor with "
+                             "llama.cpp's built-in engine")
+        return builtin
 
     def _builtin_chat_template(self, tmpl: str, msgs: list[ChatMessage], add_ass: bool) -> str | None:
         """llama_chat_apply_template, or None when llama.cpp does not recognise the template."""

@@ -82,9 +82,10 @@ def test_tokenize_detokenize_round_trip(smollm2, text):
 
 def test_chat_template_matches_llama_cpp_engine(smollm2):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "こんにちは"}]
-    ours = smollm2.apply_chat_template(messages)
-    assert ours == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nこんにちは<|im_end|>\n"
-                    "<|im_start|>assistant\n")
+    expected = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nこんにちは<|im_end|>\n"
+                "<|im_start|>assistant\n")
+    assert smollm2.apply_chat_template(messages, engine="builtin") == expected
+    assert smollm2.apply_chat_template(messages) == expected
 
 
 def test_jinja_fallback_renders_an_unknown_template(smollm2):
