@@ -72,10 +72,10 @@ def test_stop_sequence_ends_the_answer(smollm2):
 
 
 def test_chat_answer_ends_with_end_of_turn(smollm2):
-    out = hk.generate(smollm2, messages=[{"role": "user", "content": "What is the capital of France?"}],
+    out = hk.generate(smollm2, messages=[{"role": "user", "content": "What is 2+2?"}],
                       max_tokens=100, temperature=0)
     assert out.finish_reason == "stop"
-    assert "Paris" in out.text and "<|im_end|>" not in out.text
+    assert "4" in out.text and "<|im_end|>" not in out.text
 
 
 def test_cancel_stops_generation(smollm2):
