@@ -6,9 +6,11 @@ ignores the batch's output flags), so one request costs, besides the weights:
 - the logits output buffer, ``canvas x n_vocab`` float32;
 - the compute buffer, sized for ``n_ubatch`` (the bucket): the graph's own logits tensor,
   the attention scores ``n_head x bucket x bucket`` and one layer's activations;
-- the numpy sampler's working set: a few float32 ``[rows, n_vocab]`` temporaries, where rows
-  is bounded by the block (block schedule) or the sampler's chunk, not by the canvas;
-- with CFG, the conditional logits rows the step needs (never a second full-canvas copy).
+- the numpy sampler's working set: a few ``[CHUNK_ROWS, n_vocab]`` temporaries (it samples the
+  masked rows in chunks), whatever the canvas;
+- with CFG, the conditional and unconditional rows of the positions still masked (the current
+  block under the block schedule, the rest of the answer under the timestep schedule): two
+  ``[rows, n_vocab]`` copies, never a second full-canvas logits buffer.
 
 The estimate errs high on purpose; it decides whether a request is refused up front.
 """
@@ -18,9 +20,10 @@ import ctypes
 import ctypes.util
 from dataclasses import dataclass
 
+from ..sampling.diffusion import CHUNK_ROWS
+
 MIN_BUCKET = 64
-SAMPLER_ROWS = 64  # rows of [rows, n_vocab] the sampler holds at once (timestep schedule)
-SAMPLER_TEMPORARIES = 4  # float32 arrays of that shape alive together (probs, sort keys, ...)
+SAMPLER_TEMPORARIES = 6  # [CHUNK_ROWS, n_vocab] 4-byte arrays alive at once (rows, candidates, sort keys)
 MiB = 2**20
 
 
@@ -64,9 +67,9 @@ def estimate_diffusion(*, canvas: int, n_ubatch: int, n_prompt: int, n_vocab: in
     activations = n_ubatch * (2 * n_ff + 6 * n_embd) * f32
     compute = n_ubatch * n_vocab * f32 + attention + activations
     answer = max(1, canvas - n_prompt)
-    rows = min(answer, block_length if block_length else SAMPLER_ROWS)
-    sampler = SAMPLER_TEMPORARIES * rows * n_vocab * f32 + canvas * 64  # + small per-position arrays
-    cfg_rows = (min(answer, block_length) if block_length else answer) * n_vocab * f32 if cfg else 0
+    sampler = SAMPLER_TEMPORARIES * min(answer, CHUNK_ROWS) * n_vocab * f32 + canvas * 64
+    masked_rows = min(answer, block_length) if block_length else answer
+    cfg_rows = 2 * masked_rows * n_vocab * f32 if cfg else 0
     return DiffusionEstimate(logits, compute, sampler, cfg_rows)
 
 

@@ -161,7 +161,7 @@ def test_estimate_counts_the_full_canvas_logits_once_and_cfg_rows_only():
                   block_length=32)
     plain, cfg = estimate_diffusion(**common, cfg=False), estimate_diffusion(**common, cfg=True)
     assert plain.logits_bytes == 512 * 126464 * 4  # 259 MB: LLaDA at canvas 512
-    assert cfg.cfg_bytes == 32 * 126464 * 4  # the block's rows, not a second canvas
+    assert cfg.cfg_bytes == 2 * 32 * 126464 * 4  # the block's rows (cond + uncond), not a second canvas
     assert cfg.total_bytes - plain.total_bytes == cfg.cfg_bytes
 
 
