@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._libm import _near_f32_midpoint, expf
+from ._libm import ExpfRows, _near_f32_midpoint, expf
 
-__all__ = ["DistResult", "dist"]
+__all__ = ["DistResult", "dist_sorted", "dist_full", "dist_repeated"]
 
 _BLOCK = 256
 _FAST_MIN = 4096  # shorter rows are summed sequentially right away
@@ -84,42 +84,66 @@ def _select_exact(e64: np.ndarray, rnd: float, size: int) -> tuple[int, float]:
     return j, total
 
 
-def dist(logits: np.ndarray, size: np.ndarray, is_sorted: bool, ids: np.ndarray | None,
-         rnd: np.ndarray) -> DistResult:
-    """Dist on ``logits`` [r, m] float32 (padding -inf) with one draw ``rnd`` [r] per row.
-
-    ``ids`` [r, m] maps array index to token id (None: identity). Size-1 arrays get p = 1,
-    as the C's early return does (it still consumes the draw, which the caller made).
-    """
+def dist_sorted(logits: np.ndarray, size: np.ndarray, ids: np.ndarray,
+                rnd: np.ndarray) -> DistResult:
+    """Dist on sorted arrays ``logits`` [r, m] float32 (-inf padding past ``size``): the max
+    is ``data[0]``. Size-1 arrays get p = 1 (the C returns early, after drawing)."""
     r, m = logits.shape
-    mx = logits[:, 0] if is_sorted else logits.max(axis=1)
     e = np.empty((r, m), dtype=np.float32)
+    ex = ExpfRows(m)
+    with np.errstate(invalid="ignore"):
+        for i in range(r):
+            ex.row(logits[i] - logits[i, 0], e[i], i * m, False)
+    ex.finish(e.reshape(-1))
+    one = size == 1
+    e[one] = 0.0
+    e[one, 0] = 1.0
+    total = np.empty(r, dtype=np.float64)
+    sel = np.empty(r, dtype=np.int64)
+    for i in range(r):
+        sel[i], total[i] = _select_exact(e[i].astype(np.float64), float(rnd[i]), int(size[i]))
+    token = ids[np.arange(r), sel].astype(np.int32)
+    return DistResult(sel, token, e, total, np.ones(r, dtype=bool), _err_log2(m))
+
+
+def dist_full(rows, temp: np.float32 | None, rnd: np.ndarray) -> DistResult:
+    """Dist on fresh full rows (each float32 [n], not modified), after an optional
+    temperature ``temp`` (``logit / temp`` in float32, applied on the fly)."""
+    r = len(rows)
+    m = len(rows[0])
+    e = np.empty((r, m), dtype=np.float32)
+    x = np.empty(m, dtype=np.float32)
+    # Row by row (a row stays in cache, buffers are reused); the few values that need
+    # glibc's exact algorithm are gathered and done in one go.
+    ex = ExpfRows(m)
+    with np.errstate(invalid="ignore"):
+        for i, row in enumerate(rows):
+            if temp is not None:
+                np.divide(row, temp, out=x)
+                mx = np.float32(row.max()) / temp  # division by t > 0 keeps the order
+            else:
+                x[...] = row
+                mx = row.max()
+            np.subtract(x, mx, out=x)
+            ex.row(x, e[i], i * m, bool(x.min() >= np.float32(-87.0)))
+    ex.finish(e.reshape(-1))
     total = np.empty(r, dtype=np.float64)
     sel = np.empty(r, dtype=np.int64)
     exact = np.ones(r, dtype=bool)
     err_log2 = _err_log2(m)
     nb = -(-m // _BLOCK)
     pad = np.zeros(nb * _BLOCK, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        for i in range(r):
-            x = logits[i] - mx[i]
-            e64 = np.exp(x, dtype=np.float64)
-            expf(x, e64=e64, out=e[i])
-            if size[i] == 1:
-                e[i] = 0.0
-                e[i, 0] = 1.0
-            pad[:m] = e[i]
-            if m < _FAST_MIN:
-                sel[i], total[i] = _select_exact(pad[:m], float(rnd[i]), int(size[i]))
-                continue
+    for i in range(r):
+        pad[:m] = e[i]
+        j = -1
+        if m >= _FAST_MIN:
             j, tot = _select_fast(pad, nb, float(rnd[i]), err_log2)
-            if j < 0 or j >= size[i]:
-                j, tot = _select_exact(pad[:m], float(rnd[i]), int(size[i]))
-            else:
-                exact[i] = False
-            sel[i], total[i] = j, tot
-    token = sel.astype(np.int32) if ids is None else ids[np.arange(r), sel].astype(np.int32)
-    return DistResult(sel, token, e, total, exact, err_log2)
+        if 0 <= j < m:
+            exact[i] = False
+        else:
+            j, tot = _select_exact(pad[:m], float(rnd[i]), m)
+        sel[i], total[i] = j, tot
+    return DistResult(sel, sel.astype(np.int32), e, total, exact, err_log2)
 
 
 def _select_fast(pad: np.ndarray, nb: int, rnd: float, err_log2: int) -> tuple[int, float]:

@@ -14,6 +14,7 @@ Constants and tables are those of glibc's ``e_exp2f_data.c`` / ``e_logf_data.c``
 """
 from __future__ import annotations
 
+import sys
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 __all__ = ["expf", "logf"]
 
 _f = float.fromhex
+_LITTLE = sys.byteorder == "little"
 
 # --- error-free transformations (float64) ------------------------------------------------
 
@@ -55,22 +57,29 @@ def _fma(a, b, c) -> np.ndarray:
     return s + (t + e)
 
 
-def _near_f32_midpoint(y: np.ndarray, band_log2: int) -> np.ndarray:
+def _near_f32_midpoint(y: np.ndarray, band_log2: int, check_range: bool = True) -> np.ndarray:
     """True where double ``y`` is within ``2**band_log2`` relative of a float32 midpoint.
 
     float32 keeps the top 23 of the 52 mantissa bits; a midpoint has the 29 dropped bits
-    (all in the low 32-bit word) equal to 2**28. Also flags results outside float32's
-    normal range, zero and NaN (the exact path handles those).
+    (all in the low 32-bit word) equal to 2**28. With ``check_range`` also flags values
+    outside float32's normal range, zero and NaN (the exact paths handle those).
     """
     y = np.ascontiguousarray(y, dtype=np.float64)
     band = 1 << (52 + band_log2 + 1)  # in units of the last mantissa bit; +1: mantissa < 2
-    lo = y.view(np.uint32)[..., 0::2] if y.ndim else y.reshape(1).view(np.uint32)[0::2]
-    t = lo + np.uint32((band - (1 << 28)) % (1 << 32))
-    t <<= np.uint32(3)  # drops the 3 bits above the 29 that float32 rounding discards
-    danger = t < np.uint32(2 * band << 3)
-    ay = np.abs(y)
-    danger |= ~((ay >= 2.0**-126) & (ay < 2.0**127))
-    return danger.reshape(y.shape)
+    if _LITTLE:
+        lo = y.reshape(-1).view(np.uint32)[0::2]
+        t = lo + np.uint32((band - (1 << 28)) % (1 << 32))
+        t <<= np.uint32(3)  # drops the 3 bits above the 29 that float32 rounding discards
+        danger = t < np.uint32(2 * band << 3)
+    else:
+        bits = y.reshape(-1).view(np.uint64)
+        t = (bits + np.uint64((band - (1 << 28)) % (1 << 64))) & np.uint64((1 << 29) - 1)
+        danger = t < np.uint64(2 * band)
+    danger = danger.reshape(y.shape)
+    if check_range:
+        ay = np.abs(y)
+        danger |= ~((ay >= 2.0**-126) & (ay < 2.0**127))
+    return danger
 
 
 # --- expf ----------------------------------------------------------------------------------
@@ -95,6 +104,9 @@ _EXP_C = (_f("0x1.c6af84b912394p-5") / _EXP_N**3, _f("0x1.ebfce50fac4f3p-3") / _
           _f("0x1.62e42ff0c52d6p-1") / _EXP_N)
 _EXP_OFLOW = np.float32(_f("0x1.62e42ep6"))  # x > log(2**128): +inf
 _EXP_UFLOW = np.float32(-_f("0x1.9fe368p6"))  # x < log(2**-150): 0
+# expf(x) is a normal float32 (>= 2**-126, < 2**127) strictly inside these bounds.
+_EXPF_NORMAL_LO = np.float32(-87.0)
+_EXPF_NORMAL_HI = np.float32(88.0)
 
 
 def _expf_exact(x: np.ndarray) -> np.ndarray:
@@ -122,6 +134,57 @@ def _expf_exact(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), x, out).astype(np.float32)
 
 
+class ExpfRows:
+    """glibc ``expf`` over many rows of one length, reusing buffers (for long rows).
+
+    ``row(x, out)`` writes expf(x) into ``out`` (float32) except at the few indices it
+    returns, which ``finish`` fixes for all rows in one exact evaluation.
+    """
+
+    def __init__(self, m: int) -> None:
+        self.e64 = np.empty(m, dtype=np.float64)
+        self.t = np.empty(m, dtype=np.uint32)
+        self.d = np.empty(m, dtype=bool)
+        band = 1 << (52 - 32 + 1)  # the 2**-32 band of _near_f32_midpoint
+        self.add = np.uint32((band - (1 << 28)) % (1 << 32))
+        self.lim = np.uint32(2 * band << 3)
+        self.fix_at: list = []
+        self.fix_x: list = []
+
+    def row(self, x: np.ndarray, out: np.ndarray, offset: int, in_range: bool) -> None:
+        with np.errstate(all="ignore"):
+            np.exp(x, out=self.e64)
+            out[...] = self.e64
+            if _LITTLE:
+                np.add(self.e64.view(np.uint32)[0::2], self.add, out=self.t)
+                np.left_shift(self.t, np.uint32(3), out=self.t)
+                np.less(self.t, self.lim, out=self.d)
+            else:
+                self.d[...] = _near_f32_midpoint(self.e64, -32, check_range=False)
+            if not in_range:
+                self.d |= ~((x >= _EXPF_NORMAL_LO) & (x <= _EXPF_NORMAL_HI))
+        idx = np.flatnonzero(self.d)
+        if idx.size:
+            self.fix_at.append(idx + offset)
+            self.fix_x.append(x[idx])
+
+    def finish(self, flat_out: np.ndarray) -> None:
+        if self.fix_at:
+            flat_out[np.concatenate(self.fix_at)] = _expf_exact(np.concatenate(self.fix_x))
+        self.fix_at, self.fix_x = [], []
+
+
+def expf_danger(x: np.ndarray, e64: np.ndarray) -> np.ndarray:
+    """Flat indices where ``float32(e64)`` (e64 = exp(x) in float64) may differ from glibc."""
+    danger = _near_f32_midpoint(e64, -32, check_range=False).reshape(-1)
+    # Results outside float32's normal range (and NaN / inf inputs) take the exact path;
+    # tested on x (float32) since logits minus their max are nearly always in range.
+    if x.size and not (x.min() >= _EXPF_NORMAL_LO and x.max() <= _EXPF_NORMAL_HI):
+        flat = x.reshape(-1)
+        danger |= ~((flat >= _EXPF_NORMAL_LO) & (flat <= _EXPF_NORMAL_HI))
+    return np.flatnonzero(danger)
+
+
 def expf(x: np.ndarray, e64: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """glibc ``expf`` elementwise: float32 array (any shape) -> float32, same shape.
 
@@ -136,7 +199,7 @@ def expf(x: np.ndarray, e64: np.ndarray | None = None, out: np.ndarray | None = 
             out = e64.astype(np.float32)
         else:
             out[...] = e64
-        danger = np.flatnonzero(_near_f32_midpoint(e64, -32))
+        danger = expf_danger(x, e64)
     if danger.size:
         out.reshape(-1)[danger] = _expf_exact(x.reshape(-1)[danger])
     return out

@@ -197,38 +197,60 @@ def bucket_index(logits: np.ndarray) -> np.ndarray:
     return np.clip(ib, 0, _NBUCKETS - 1)
 
 
-def bucket_partial_sort(items: list, npartial: int) -> list:
-    """llama.cpp's ``llama_token_data_array_partial_sort``: returns ``res`` (nhave items,
-    the first ``npartial`` in order). ``items`` is the candidate array in its current order.
+def _ordered(keys: np.ndarray, pos: np.ndarray, fn) -> np.ndarray:
+    """Positions ``pos`` reordered by ``fn`` on their (key, position) records."""
+    items = list(zip(keys[pos].tolist(), pos.tolist()))
+    return np.fromiter((t[1] for t in fn(items)), dtype=np.int64, count=len(items))
+
+
+def _distinct(k: np.ndarray) -> bool:
+    s = np.sort(k)
+    return not (np.isnan(s).any() or (s[1:] == s[:-1]).any())
+
+
+def bucket_sort_order(keys: np.ndarray, npartial: int, need: int) -> np.ndarray:
+    """llama.cpp's ``llama_token_data_array_partial_sort``: positions of its first ``need``
+    (<= npartial) results. ``keys`` are the logits in the array's current order.
+
+    Buckets whose logits are all distinct have one possible order, taken from numpy; only
+    buckets with ties are replayed through ``std::sort`` / ``std::partial_sort``.
     """
-    keys = np.fromiter((t[0] for t in items), dtype=np.float32, count=len(items))
     bidx = bucket_index(keys)
     histo = np.bincount(bidx, minlength=_NBUCKETS)
-    nhave = 0
-    ib = _NBUCKETS - 1
+    nhave, ib = 0, _NBUCKETS - 1
     while ib >= 0:
         nhave += int(histo[ib])
         if nhave >= npartial:
             break
         ib -= 1
-    # Stable scatter into buckets, highest first (the C fills bucket_ptrs in this order).
-    res: list = []
-    for j in range(_NBUCKETS - 1, ib - 1, -1):
-        res.extend(items[i] for i in np.nonzero(bidx == j)[0])
-    pos = 0
-    ndone = 0
-    for j in range(_NBUCKETS - 1, ib, -1):
+    order = np.argsort(bidx[::-1], kind="stable")  # group by bucket, stable scatter ...
+    order = (len(keys) - 1 - order)[::-1]  # ... highest bucket first, original order within
+    out, done, start = [], 0, 0
+    for j in range(_NBUCKETS - 1, max(ib, 0) - 1, -1):
         h = int(histo[j])
-        sort(res, pos, pos + h)
-        pos += h
-        ndone += h
-    if ib >= 0:
-        _heap_select_sort(res, pos, pos + npartial - ndone, pos + int(histo[ib]))
-    return res
+        if h == 0:
+            continue
+        pos = order[start:start + h]
+        start += h
+        take = h if j > ib else npartial - done
+        k = keys[pos]
+        if _distinct(k):
+            srt = pos[np.argsort(-k, kind="stable")[:take]]
+        elif j > ib:
+            srt = _ordered(keys, pos, sort)
+        else:
+            srt = _ordered(keys, pos, lambda it: partial_sort(it, take))[:take]
+        out.append(srt)
+        done += len(srt)
+        if done >= need:
+            break
+    return np.concatenate(out)[:need]
 
 
-def partial_sort_inplace_order(items: list, npartial: int) -> list:
-    """``llama_token_data_array_partial_sort_inplace``: the first ``npartial`` items, in order."""
+def partial_sort_inplace_order(keys: np.ndarray, npartial: int, need: int | None = None) -> np.ndarray:
+    """``llama_token_data_array_partial_sort_inplace``: positions of its first ``need``
+    (default ``npartial``) entries, in order."""
+    need = npartial if need is None else need
     if npartial <= 128:
-        return partial_sort(list(items), npartial)[:npartial]
-    return bucket_partial_sort(items, npartial)[:npartial]
+        return _ordered(keys, np.arange(len(keys)), lambda it: partial_sort(it, npartial))[:need]
+    return bucket_sort_order(keys, npartial, need)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._libm import logf
-from .filters import Candidates, DistResult, seq_sum_f32
+from .filters import Candidates, DistResult, _row_top, seq_sum_f32
 from .params import Algorithm
 
 __all__ = ["confidence"]
@@ -27,7 +27,8 @@ _EPS = np.float32(1e-10)
 def _entropy_sum(c: Candidates, d: DistResult) -> np.ndarray:
     """``sum_i p_i * logf(p_i + 1e-10f)`` in float32, left to right over each array."""
     p = d.p_all()
-    p[np.arange(p.shape[1]) >= c.size[:, None]] = 0.0  # padding adds exact zeros
+    if c.sorted:
+        p[np.arange(p.shape[1]) >= c.size[:, None]] = 0.0  # padding adds exact zeros
     terms = p * logf(p + _EPS)
     return seq_sum_f32(terms)
 
@@ -35,21 +36,21 @@ def _entropy_sum(c: Candidates, d: DistResult) -> np.ndarray:
 def _margin_reference(c: Candidates, d: DistResult) -> np.ndarray:
     r = len(c.size)
     p0 = d.p_at(np.zeros(r, dtype=np.int64))
-    if c.logits.shape[1] < 2:
+    if d.e.shape[1] < 2:
         return p0
     p1 = d.p_at(np.ones(r, dtype=np.int64))
     return np.where(c.size > 1, p0 - p1, p0).astype(np.float32)
 
 
 def _margin_corrected(c: Candidates, d: DistResult) -> np.ndarray:
-    r, m = c.logits.shape
     if c.sorted:  # data[0], data[1] are already the two most likely
         return _margin_reference(c, d)
-    top2 = np.argpartition(c.logits, m - 2, axis=1)[:, m - 2:] if m >= 2 else None
-    if top2 is None:
+    r = len(c.rows)
+    if len(c.rows[0]) < 2:
         return d.p_at(np.zeros(r, dtype=np.int64))
-    pa, pb = d.p_at(top2[:, 0]), d.p_at(top2[:, 1])
-    return (np.maximum(pa, pb) - np.minimum(pa, pb)).astype(np.float32)
+    # The two largest logits have the two largest probabilities (temp keeps the order).
+    top2 = np.array([_row_top(row, 2)[0] for row in c.rows])
+    return (d.p_at(top2[:, 0]) - d.p_at(top2[:, 1])).astype(np.float32)
 
 
 def confidence(algorithm: Algorithm, c: Candidates, d: DistResult, corrected: bool) -> np.ndarray:

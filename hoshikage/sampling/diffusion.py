@@ -222,12 +222,16 @@ class _State:
         p = self.p
         for lo in range(0, which.size, CHUNK_ROWS):
             sub = which[lo:lo + CHUNK_ROWS]
-            block = src[rows[sub]]  # private float32 copy [len(sub), n_vocab]
+            # Rows are read in place (src may be llama.cpp's buffer: never written); only
+            # perturbed rows are private copies.
+            block = [src[i] for i in rows[sub]]
             if row0 is not None and row0[1] is not None:
-                hit = row0[0][sub]
-                block[hit] = row0[1]
+                for j in np.flatnonzero(row0[0][sub]):
+                    block[j] = row0[1]
             if self.gumbel and p.corrected:
-                corrected_gumbel_rows(self.rng, block, p.temperature)
+                noised = np.array(block, dtype=np.float32)
+                corrected_gumbel_rows(self.rng, noised, p.temperature)
+                block = list(noised)
             cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature,
                                   rnd=self.chain_rng.uniform_double(sub.size))
             c = confidence(self.algorithm, cand, d, p.corrected) if conf else None

@@ -12,12 +12,13 @@ redone by :mod:`._stl`, which replays the C++ sorts element by element.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from . import _stl
-from ._dist import DistResult, dist
-from ._libm import expf
+from ._dist import DistResult, dist_full, dist_sorted
+from ._libm import ExpfRows
 
 __all__ = ["Candidates", "DistResult", "full_candidates", "top_k", "top_p", "temperature",
            "dist", "apply_chain", "seq_sum_f32"]
@@ -29,37 +30,49 @@ _BUCKET_SAFE = np.float32(3.0e8)  # below this, 6.4f*x + 64 cannot overflow an i
 
 @dataclass
 class Candidates:
-    """``r`` llama_token_data arrays. Stages may modify the arrays in place.
+    """``r`` llama_token_data arrays.
 
-    logits: float32 [r, m]; entries at and beyond ``size[i]`` are padding (-inf).
-    ids:    int32 [r, m], or None for full unsorted rows (id == column).
-    size:   int64 [r], the live length of each array (``cur_p->size``).
-    sorted: ``cur_p->sorted`` (the same for every row of a batch).
+    Unsorted (fresh) arrays are the full rows themselves, never written: ``rows`` holds
+    r float32 [n_vocab] arrays (views into the caller's logits are fine) and a temp stage
+    is kept as a pending divisor ``temp``. Sorted arrays are owned, padded matrices:
+    ``logits`` float32 [r, m] (-inf past ``size``), ``ids`` int32 [r, m].
     """
 
-    logits: np.ndarray
-    ids: np.ndarray | None
-    size: np.ndarray
     sorted: bool
+    size: np.ndarray  # int64 [r], cur_p->size
+    rows: Sequence[np.ndarray] | None = None
+    temp: np.float32 | None = None
+    logits: np.ndarray | None = None
+    ids: np.ndarray | None = None
 
     def id_at(self, col: np.ndarray) -> np.ndarray:
         """Token id at array index ``col`` [r] of each row: int32 [r]."""
-        if self.ids is None:
+        if not self.sorted:
             return np.asarray(col).astype(np.int32)
         return self.ids[np.arange(len(col)), col].astype(np.int32)
 
 
+def full_candidates(rows: Sequence[np.ndarray]) -> Candidates:
+    """Fresh arrays as the loop fills them: every id, in id order, unsorted."""
+    n = len(rows[0]) if len(rows) else 0
+    return Candidates(False, np.full(len(rows), n, dtype=np.int64), rows=rows)
+
+
+def _sorted(ids: list, rows: Sequence[np.ndarray], size: np.ndarray) -> Candidates:
+    width = max(int(size.max()), 1)
+    logits = np.full((len(ids), width), -np.inf, dtype=np.float32)
+    out_ids = np.zeros((len(ids), width), dtype=np.int32)
+    for i, o in enumerate(ids):
+        logits[i, :len(o)] = rows[i][o]
+        out_ids[i, :len(o)] = o
+    return Candidates(True, size.astype(np.int64), logits=logits, ids=out_ids)
+
+
 def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
-    """``cur_p->size = size`` on a sorted batch, re-padding the dropped tail with -inf."""
+    """``cur_p->size = size`` on a sorted batch; the dropped tail becomes -inf padding."""
     logits = c.logits.copy()
     logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
-    return Candidates(logits, c.ids, size.astype(np.int64), True)
-
-
-def full_candidates(logits: np.ndarray) -> Candidates:
-    """Fresh arrays as the loop fills them: every id, in id order, unsorted."""
-    r, n = logits.shape
-    return Candidates(logits, None, np.full(r, n, dtype=np.int64), False)
+    return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids)
 
 
 def seq_sum_f32(x: np.ndarray) -> np.ndarray:
@@ -82,53 +95,50 @@ def seq_sum_f32(x: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _has_ties(vals: np.ndarray, upto: np.ndarray) -> np.ndarray:
-    """Rows of descending ``vals`` [r, m] with equal neighbours (or NaN) within [0, upto]."""
-    bad = np.isnan(vals).any(axis=1)
-    if vals.shape[1] >= 2:
-        eq = vals[:, 1:] == vals[:, :-1]
-        eq &= np.arange(1, vals.shape[1]) <= upto[:, None]
-        bad |= eq.any(axis=1)
-    return bad
+def _sparse_flatnonzero(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero`` for a mostly-False 1-D bool array, scanning 8 bytes at a time."""
+    n8 = mask.size - mask.size % 8
+    head = mask[:n8]
+    words = np.flatnonzero(head.view(np.uint64))
+    wi, bi = np.nonzero(head.reshape(-1, 8)[words])
+    idx = words[wi] * 8 + bi
+    if n8 < mask.size:
+        idx = np.concatenate((idx, np.flatnonzero(mask[n8:]) + n8))
+    return idx
 
 
-def _top_sorted(L: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``m`` largest logits of each row of ``L`` [r, n], descending: (int64 idx, float32).
+def _row_top(row: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` largest logits of ``row``, descending: (int64 positions, float32 values).
 
-    A strided sample's m-th largest value is a threshold that at least m logits of the row
-    reach, so only a small candidate set is partitioned (llama.cpp partial-sorts it all).
+    The m-th largest of a strided sample is a threshold that at least m logits reach, so
+    only that small candidate set is partitioned. Equal values come out in an arbitrary
+    order: callers check for ties.
     """
-    r, n = L.shape
+    n = len(row)
+    idx = None
     if m >= n:
-        part = np.broadcast_to(np.arange(n), (r, n))
+        idx = np.arange(n)
     else:
         stride = int(np.sqrt(n / m))
-        part = None
         if stride >= 4 and n // stride >= m:
-            thr = np.partition(L[:, ::stride], -m, axis=1)[:, -m]
-            rows, cols = np.nonzero(L >= thr[:, None])
-            counts = np.bincount(rows, minlength=r)
-            if counts.min() >= m and counts.max() <= n // 4:
-                width = int(counts.max())
-                start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-                colpad = np.zeros((r, width), dtype=np.int64)
-                valpad = np.full((r, width), -np.inf, dtype=np.float32)
-                pos = np.arange(len(rows)) - start[rows]
-                colpad[rows, pos] = cols
-                valpad[rows, pos] = L[rows, cols]
-                sub = np.argpartition(valpad, width - m, axis=1)[:, width - m:]
-                part = np.take_along_axis(colpad, sub, axis=1)
-        if part is None:
-            part = np.argpartition(L, n - m, axis=1)[:, n - m:]
-    vals = np.take_along_axis(L, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+            thr = np.partition(row[::stride], -m)[-m]
+            cand = _sparse_flatnonzero(row >= thr)
+            if m <= cand.size <= n // 4:
+                idx = cand[np.argpartition(row[cand], cand.size - m)[cand.size - m:]]
+        if idx is None:
+            idx = np.argpartition(row, n - m)[n - m:]
+    vals = row[idx]
+    order = np.argsort(-vals, kind="stable")
+    return idx[order], vals[order]
 
 
-def _exact_order(row: np.ndarray, fn) -> np.ndarray:
-    """Ids of one row after the replayed C++ sort ``fn(items) -> items``."""
-    items = list(zip(row.tolist(), range(len(row))))
-    return np.fromiter((t[1] for t in fn(items)), dtype=np.int64)
+def _needs_replay(vals: np.ndarray, upto: int, bucketed: bool) -> bool:
+    """Descending ``vals``: do equal values (or NaN, or bucket-breaking huge values) within
+    ``[0, upto]`` make the C++ sort's order matter?"""
+    v = vals[:upto + 1]
+    if np.isnan(v).any() or (v[1:] == v[:-1]).any():
+        return True
+    return bucketed and len(v) > 0 and not abs(float(v[0])) < float(_BUCKET_SAFE)
 
 
 def top_k(c: Candidates, k: int) -> Candidates:
@@ -137,18 +147,15 @@ def top_k(c: Candidates, k: int) -> Candidates:
         return c
     if c.sorted:
         return _truncated(c, np.minimum(c.size, k))
-    L = c.logits
-    r, n = L.shape
+    n = int(c.size[0])
     k = min(k, n)
-    idx, vals = _top_sorted(L, min(k + 1, n))  # one extra: the boundary decides ties
-    bad = _has_ties(vals, np.full(r, min(k, n - 1)))
-    if k > 128:  # bucket-sort path: huge or +inf logits are bucketed out of order
-        bad |= ~(np.abs(vals[:, 0]) < _BUCKET_SAFE)
-    idx, vals = idx[:, :k].copy(), vals[:, :k].copy()
-    for i in np.nonzero(bad)[0]:
-        idx[i] = _exact_order(L[i], lambda it: _stl.partial_sort_inplace_order(it, k))
-        vals[i] = L[i, idx[i]]
-    return Candidates(vals, idx.astype(np.int32), np.full(r, k, dtype=np.int64), True)
+    ids = []
+    for row in c.rows:
+        idx, vals = _row_top(row, min(k + 1, n))  # one extra: the boundary decides ties
+        if _needs_replay(vals, min(k, n - 1), k > 128):
+            idx = _stl.partial_sort_inplace_order(row, k)
+        ids.append(idx[:k])
+    return _sorted(ids, c.rows, np.full(len(ids), k))
 
 
 def top_p(c: Candidates, p: float) -> Candidates:
@@ -157,72 +164,80 @@ def top_p(c: Candidates, p: float) -> Candidates:
     p32 = np.float32(p)
     if p32 >= np.float32(1.0):
         return c
-    L = c.logits
-    r, m = L.shape
-    # llama_sampler_softmax_impl(cur_p, false): float max, expf, float running sum.
-    mx = L[:, 0] if c.sorted else L.max(axis=1)
-    with np.errstate(invalid="ignore"):
-        e = expf(L - mx[:, None])
-    cum = seq_sum_f32(e)
-    if c.sorted:  # already in order: just scan
-        cs = np.cumsum(e / cum[:, None], axis=1, dtype=np.float32)
-        hit = (cs >= p32) & (np.arange(m) < c.size[:, None])
-        last = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.size)
-        return _truncated(c, last)
+    if c.sorted:
+        # llama_sampler_softmax_impl(cur_p, false): max is data[0], float running sum.
+        L = c.logits
+        ex = ExpfRows(L.shape[1])
+        e = np.empty_like(L)
+        with np.errstate(invalid="ignore"):
+            for i in range(L.shape[0]):
+                ex.row(L[i] - L[i, 0], e[i], i * L.shape[1], False)
+        ex.finish(e.reshape(-1))
+        cs = np.cumsum(e / seq_sum_f32(e)[:, None], axis=1, dtype=np.float32)
+        hit = (cs >= p32) & (np.arange(L.shape[1]) < c.size[:, None])
+        return _truncated(c, np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.size))
+    return _top_p_rows(c, p32)
 
-    # Unsorted: the C sorts the top 256 (all, at <= 1024 entries) and scans their
-    # probabilities; only if the sum falls short does it sort everything and go on.
-    first = _TOP_P_FIRST if m > _TOP_P_SMALL else m
-    idx, vals = _top_sorted(L, min(first + 1, m))
-    last = np.empty(r, dtype=np.int64)
-    kept, phase2 = [], []
-    for i in range(r):
-        cs = np.cumsum(e[i, idx[i, :first]] / cum[i], dtype=np.float32)
-        hit = np.flatnonzero(cs >= p32)
-        order, v = idx[i], vals[i]
-        if hit.size:
-            last[i] = hit[0] + 1
-        else:  # not within the first partial sort: the whole array gets sorted
-            order = np.argsort(-L[i], kind="stable")
-            v = L[i, order]
-            hit = np.flatnonzero(np.cumsum(e[i, order] / cum[i], dtype=np.float32) >= p32)
-            last[i] = hit[0] + 1 if hit.size else m
-            phase2.append(i)
-        upto = min(int(last[i]), len(v) - 1)
-        tie = bool(np.isnan(v[:upto + 1]).any() or (v[1:upto + 1] == v[:upto]).any())
-        tie |= m > 128 and not abs(float(v[0])) < float(_BUCKET_SAFE)
-        if tie:
-            npartial = m if (i in phase2 or m <= _TOP_P_SMALL) else _TOP_P_FIRST
-            sort = (_stl.bucket_partial_sort if m > 128 else _stl.partial_sort_inplace_order)
-            order = _exact_order(L[i], lambda it: sort(it, npartial))
-        kept.append(order[:last[i]])
-    width = int(last.max())
-    ids = np.zeros((r, width), dtype=np.int64)
-    logits = np.full((r, width), -np.inf, dtype=np.float32)
-    for i, o in enumerate(kept):
-        ids[i, :len(o)] = o
-        logits[i, :len(o)] = L[i, o]
-    return Candidates(logits, ids.astype(np.int32), last, True)
+
+def _top_p_rows(c: Candidates, p32: np.float32) -> Candidates:
+    """top_p on fresh rows. The C sorts the top 256 (everything at <= 1024 entries) and
+    scans; if the running sum falls short it sorts the whole array and goes on. The scan
+    only sees values, so here growing partial sorts find the cut, then ties are checked."""
+    n = int(c.size[0])
+    ex = ExpfRows(n)
+    e = np.empty(n, dtype=np.float32)
+    ids, last = [], np.empty(len(c.rows), dtype=np.int64)
+    for i, row in enumerate(c.rows):
+        mx = row.max()
+        with np.errstate(invalid="ignore"):
+            ex.row(row - mx, e, 0, bool(row.min() - mx >= np.float32(-87.0)))
+        ex.finish(e)
+        cum = np.cumsum(e, dtype=np.float32)[-1]  # float running sum, id order
+        first = _TOP_P_FIRST if n > _TOP_P_SMALL else n
+        m, phase2 = first, False
+        while True:
+            idx, vals = _row_top(row, min(m + 1, n))
+            cs = np.cumsum(e[idx[:m]] / cum, dtype=np.float32)
+            hit = np.flatnonzero(cs >= p32)
+            if hit.size or m >= n:
+                break
+            m, phase2 = min(4 * m, n), True
+        last[i] = hit[0] + 1 if hit.size else n
+        if _needs_replay(vals, min(int(last[i]), len(vals) - 1), n > 128):
+            npartial = n if (phase2 or n <= _TOP_P_SMALL) else first
+            idx = _stl.partial_sort_inplace_order(row, npartial, int(last[i]))
+        ids.append(idx[:last[i]])
+    return _sorted(ids, c.rows, last)
 
 
 def temperature(c: Candidates, t: float) -> Candidates:
     """``llama_sampler_temp_impl`` for t > 0 (``init_temp(1.0)`` is a no-op sampler)."""
     t32 = np.float32(t)
-    if t32 != np.float32(1.0):
+    if t32 == np.float32(1.0):
+        return c
+    if c.sorted:
         np.divide(c.logits, t32, out=c.logits)
-    return c
+        return c
+    return Candidates(False, c.size, rows=c.rows, temp=t32)
 
 
-def apply_chain(logits: np.ndarray, *, top_k_: int, top_p_: float, temp: float,
+def dist(c: Candidates, rnd: np.ndarray) -> DistResult:
+    """``llama_sampler_dist_apply`` with one pre-drawn uniform double per row ``rnd``."""
+    if c.sorted:
+        return dist_sorted(c.logits, c.size, c.ids, rnd)
+    return dist_full(c.rows, c.temp, rnd)
+
+
+def apply_chain(rows: Sequence[np.ndarray], *, top_k_: int, top_p_: float, temp: float,
                 rnd: np.ndarray) -> tuple[Candidates, DistResult]:
-    """The whole chain on rows ``logits`` [r, n_vocab] float32 (modified in place), with
-    the chain's dist draws ``rnd`` [r]; stages are added exactly when diffusion_generate
-    adds them."""
-    c = full_candidates(logits)
+    """The whole chain on ``rows`` (r float32 [n_vocab] arrays, not modified) with the
+    chain's dist draws ``rnd`` [r]; stages are added exactly when diffusion_generate adds
+    them."""
+    c = full_candidates(rows)
     if top_k_ > 0:
         c = top_k(c, top_k_)
     if np.float32(top_p_) < np.float32(1.0):
         c = top_p(c, top_p_)
     if np.float32(temp) > np.float32(0.0):
         c = temperature(c, temp)
-    return c, dist(c.logits, c.size, c.sorted, c.ids, rnd)
+    return c, dist(c, rnd)
