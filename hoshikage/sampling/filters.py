@@ -95,38 +95,38 @@ def seq_sum_f32(x: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _sparse_flatnonzero(mask: np.ndarray) -> np.ndarray:
-    """``np.flatnonzero`` for a mostly-False 1-D bool array, scanning 8 bytes at a time."""
-    n8 = mask.size - mask.size % 8
-    head = mask[:n8]
-    words = np.flatnonzero(head.view(np.uint64))
-    wi, bi = np.nonzero(head.reshape(-1, 8)[words])
-    idx = words[wi] * 8 + bi
-    if n8 < mask.size:
-        idx = np.concatenate((idx, np.flatnonzero(mask[n8:]) + n8))
-    return idx
+_GROUPS = 64  # group g holds positions g, g + stride, g + 2*stride, ... (stride = n // 64)
 
 
 def _row_top(row: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``m`` largest logits of ``row``, descending: (int64 positions, float32 values).
 
-    The m-th largest of a strided sample is a threshold that at least m logits reach, so
-    only that small candidate set is partitioned. Equal values come out in an arbitrary
-    order: callers check for ties.
+    Split the row into interleaved groups of 64 (a reduction numpy vectorises well); the
+    m-th largest group maximum is a threshold that at least m logits reach, and all such
+    logits sit in the (about m) groups whose maximum reaches it, so only those are looked
+    at (llama.cpp partial-sorts the whole array instead). Equal values come out in an
+    arbitrary order: callers check for ties.
     """
     n = len(row)
-    idx = None
     if m >= n:
         idx = np.arange(n)
+    elif n < 16 * _GROUPS or m * _GROUPS * 4 > n:
+        idx = np.argpartition(row, n - m)[n - m:]
     else:
-        stride = int(np.sqrt(n / m))
-        if stride >= 4 and n // stride >= m:
-            thr = np.partition(row[::stride], -m)[-m]
-            cand = _sparse_flatnonzero(row >= thr)
-            if m <= cand.size <= n // 4:
-                idx = cand[np.argpartition(row[cand], cand.size - m)[cand.size - m:]]
-        if idx is None:
+        stride = n // _GROUPS
+        gmax = row[:stride * _GROUPS].reshape(_GROUPS, stride).max(axis=0)
+        tail = np.arange(stride * _GROUPS, n)  # the few leftovers are always looked at
+        thr = np.partition(gmax, stride - m)[stride - m]
+        groups = np.flatnonzero(gmax >= thr)
+        pos = (groups[None, :] + (np.arange(_GROUPS) * stride)[:, None]).reshape(-1)
+        pos = np.concatenate((pos, tail))
+        vals = row[pos]
+        keep = vals >= thr
+        cand = pos[keep]
+        if cand.size < m:  # NaN or -inf threshold: do it the plain way
             idx = np.argpartition(row, n - m)[n - m:]
+        else:
+            idx = cand[np.argpartition(vals[keep], cand.size - m)[cand.size - m:]]
     vals = row[idx]
     order = np.argsort(-vals, kind="stable")
     return idx[order], vals[order]
