@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._libm import ExpfRows, _near_f32_midpoint, expf
+from ._seq import seq_sum
 
 __all__ = ["DistResult", "dist_sorted", "dist_full", "dist_repeated"]
 
@@ -51,10 +52,10 @@ class DistResult:
 
     def make_exact(self, rows=None) -> None:
         """Replace approximate totals by the sequential double sums."""
-        rows = np.nonzero(~self.exact)[0] if rows is None else rows
-        for i in rows:
-            self.total[i] = np.cumsum(self.e[i].astype(np.float64))[-1]
-            self.exact[i] = True
+        rows = np.flatnonzero(~self.exact) if rows is None else np.asarray(rows)
+        if rows.size:
+            self.total[rows] = seq_sum(self.e[rows], np.float64)
+            self.exact[rows] = True
 
     def p_at(self, col: np.ndarray) -> np.ndarray:
         """Normalised ``cur_p->data[col[i]].p`` of each row: float32 [r]."""

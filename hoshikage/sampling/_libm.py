@@ -284,3 +284,54 @@ def logf(x: np.ndarray) -> np.ndarray:
     if danger.any():
         res[danger] = _logf_exact(x[danger])
     return res
+
+
+class LogfRows:
+    """glibc ``logf`` over rows of one length of positive normal floats, reusing buffers.
+
+    The same float64 evaluation as :func:`logf` (glibc's algorithm without FMAs), done in
+    place; values near a float32 midpoint are redone exactly before returning.
+    """
+
+    def __init__(self, m: int) -> None:
+        self.u = np.empty(m, dtype=np.uint32)
+        self.w = np.empty(m, dtype=np.intp)
+        self.k = np.empty(m, dtype=np.int32)
+        self.invc = np.empty(m, dtype=np.float64)
+        self.r = np.empty(m, dtype=np.float64)
+        self.r2 = np.empty(m, dtype=np.float64)
+        self.y = np.empty(m, dtype=np.float64)
+        self.t = np.empty(m, dtype=np.float64)
+
+    def row(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``out[:] = logf(x)`` for float32 [m] ``x``."""
+        if not (x.min() >= np.float32(2.0**-126) and x.max() < np.float32(np.inf)):
+            out[...] = logf(x)
+            return
+        u, w, k, r, r2, y, t = self.u, self.w, self.k, self.r, self.r2, self.y, self.t
+        ix = x.view(np.uint32)
+        np.subtract(ix, _LOGF_OFF, out=u)  # tmp
+        np.right_shift(u.view(np.int32), np.int32(23), out=k)
+        np.right_shift(u, np.uint32(19), out=w)
+        np.bitwise_and(w, 15, out=w)  # table index i
+        invc = np.take(_LOGF_INVC, w, out=self.invc, mode="clip")  # (take is fastest so)
+        np.bitwise_and(u, np.uint32(0xFF800000), out=u)
+        np.subtract(ix, u, out=u)  # iz
+        np.multiply(u.view(np.float32), invc, out=r)
+        r -= 1.0
+        logc = np.take(_LOGF_LOGC, w, out=self.invc, mode="clip")  # invc no longer needed
+        np.multiply(k, _LOGF_LN2, out=t)
+        t += logc  # y0
+        t += r  # y0 + r
+        np.multiply(r, r, out=r2)
+        np.multiply(r, _LOGF_A[1], out=y)
+        y += _LOGF_A[2]
+        np.multiply(r2, _LOGF_A[0], out=r)  # r is free now
+        y += r
+        y *= r2
+        y += t
+        out[...] = y
+        danger = np.flatnonzero(_near_f32_midpoint(y, -44, check_range=False)
+                                | (x == np.float32(1.0)))
+        if danger.size:
+            out[danger] = _logf_exact(x[danger])

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._libm import logf
-from .filters import Candidates, DistResult, _row_top, seq_sum_f32
+from ._libm import LogfRows
+from ._seq import seq_sum
+from .filters import Candidates, DistResult, _row_top
 from .params import Algorithm
 
 __all__ = ["confidence"]
@@ -26,11 +27,22 @@ _EPS = np.float32(1e-10)
 
 def _entropy_sum(c: Candidates, d: DistResult) -> np.ndarray:
     """``sum_i p_i * logf(p_i + 1e-10f)`` in float32, left to right over each array."""
-    p = d.p_all()
-    if c.sorted:
-        p[np.arange(p.shape[1]) >= c.size[:, None]] = 0.0  # padding adds exact zeros
-    terms = p * logf(p + _EPS)
-    return seq_sum_f32(terms)
+    d.make_exact()
+    r, m = d.e.shape
+    terms = np.empty((r, m), dtype=np.float32)
+    q = np.empty(m, dtype=np.float64)
+    p = np.empty(m, dtype=np.float32)
+    x = np.empty(m, dtype=np.float32)
+    lg = LogfRows(m)
+    for i in range(r):  # row by row: the float64 temporaries stay in cache
+        np.divide(d.e[i], d.total[i], out=q)
+        p[...] = q  # cur_p->data[i].p, a float
+        if c.sorted:
+            p[c.size[i]:] = 0.0  # padding: exact zero terms
+        np.add(p, _EPS, out=x)
+        lg.row(x, terms[i])
+        terms[i] *= p
+    return seq_sum(terms, np.float32)
 
 
 def _margin_reference(c: Candidates, d: DistResult) -> np.ndarray:

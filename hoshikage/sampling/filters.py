@@ -19,6 +19,7 @@ import numpy as np
 from . import _stl
 from ._dist import DistResult, dist_full, dist_sorted
 from ._libm import ExpfRows
+from ._seq import seq_sum
 
 __all__ = ["Candidates", "DistResult", "full_candidates", "top_k", "top_p", "temperature",
            "dist", "apply_chain", "seq_sum_f32"]
@@ -77,22 +78,7 @@ def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
 
 def seq_sum_f32(x: np.ndarray) -> np.ndarray:
     """Left-to-right float32 sum of each row of ``x`` [r, m] -> float32 [r] (no pairwise)."""
-    r, m = x.shape
-    if m == 0:
-        return np.zeros(r, dtype=np.float32)
-    if r == 1:  # a 1-D reduction would be pairwise; accumulate is always sequential
-        return np.cumsum(x[0], dtype=np.float32)[-1:].copy()
-    # Reducing over the outer axis of a C-contiguous [m, r] block adds row after row:
-    # sequential per column, vectorised across columns. Chunked to stay in cache.
-    acc = np.zeros(r, dtype=np.float32)
-    chunk = 8192
-    buf = np.empty((chunk + 1, r), dtype=np.float32)
-    for j in range(0, m, chunk):
-        k = min(chunk, m - j)
-        buf[0] = acc
-        buf[1:k + 1] = x[:, j:j + k].T
-        acc = np.add.reduce(buf[:k + 1], axis=0)
-    return acc
+    return seq_sum(x, np.float32)
 
 
 _GROUPS = 64  # group g holds positions g, g + stride, g + 2*stride, ... (stride = n // 64)
