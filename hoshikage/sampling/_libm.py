@@ -286,18 +286,29 @@ def logf(x: np.ndarray) -> np.ndarray:
     return res
 
 
+def _logf_tables() -> tuple[np.ndarray, np.ndarray]:
+    """invc and y0 = logc + k*Ln2 (as glibc rounds it without FMA) for every value of
+    ``(ix - OFF) >> 19``, which holds both the exponent k and the table index i."""
+    j = np.arange(1 << 13)
+    i = j & 15
+    k = np.where(j >> 4 >= 256, (j >> 4) - 512, j >> 4).astype(np.float64)
+    return _LOGF_INVC[i], _LOGF_LOGC[i] + k * _LOGF_LN2
+
+
+_LOGF_INVC13, _LOGF_Y013 = _logf_tables()
+
+
 class LogfRows:
     """glibc ``logf`` over rows of one length of positive normal floats, reusing buffers.
 
-    The same float64 evaluation as :func:`logf` (glibc's algorithm without FMAs), done in
-    place; values near a float32 midpoint are redone exactly before returning.
+    The float64 evaluation of :func:`logf` (glibc's algorithm without FMAs) in place, with
+    the exponent and table lookups folded into two 8192-entry tables; values near a
+    float32 midpoint are redone exactly before returning.
     """
 
     def __init__(self, m: int) -> None:
         self.u = np.empty(m, dtype=np.uint32)
-        self.w = np.empty(m, dtype=np.intp)
-        self.k = np.empty(m, dtype=np.int32)
-        self.invc = np.empty(m, dtype=np.float64)
+        self.j = np.empty(m, dtype=np.intp)
         self.r = np.empty(m, dtype=np.float64)
         self.r2 = np.empty(m, dtype=np.float64)
         self.y = np.empty(m, dtype=np.float64)
@@ -308,21 +319,17 @@ class LogfRows:
         if not (x.min() >= np.float32(2.0**-126) and x.max() < np.float32(np.inf)):
             out[...] = logf(x)
             return
-        u, w, k, r, r2, y, t = self.u, self.w, self.k, self.r, self.r2, self.y, self.t
+        u, j, r, r2, y, t = self.u, self.j, self.r, self.r2, self.y, self.t
         ix = x.view(np.uint32)
         np.subtract(ix, _LOGF_OFF, out=u)  # tmp
-        np.right_shift(u.view(np.int32), np.int32(23), out=k)
-        np.right_shift(u, np.uint32(19), out=w)
-        np.bitwise_and(w, 15, out=w)  # table index i
-        invc = np.take(_LOGF_INVC, w, out=self.invc, mode="clip")  # (take is fastest so)
+        np.right_shift(u, np.uint32(19), out=j)
+        np.take(_LOGF_INVC13, j, out=t, mode="clip")  # invc (take is numpy's fastest gather)
         np.bitwise_and(u, np.uint32(0xFF800000), out=u)
-        np.subtract(ix, u, out=u)  # iz
-        np.multiply(u.view(np.float32), invc, out=r)
+        np.subtract(ix, u, out=u)  # iz: x scaled into [OFF, 2*OFF)
+        np.multiply(u.view(np.float32), t, out=r)
         r -= 1.0
-        logc = np.take(_LOGF_LOGC, w, out=self.invc, mode="clip")  # invc no longer needed
-        np.multiply(k, _LOGF_LN2, out=t)
-        t += logc  # y0
-        t += r  # y0 + r
+        np.take(_LOGF_Y013, j, out=t, mode="clip")  # y0
+        t += r
         np.multiply(r, r, out=r2)
         np.multiply(r, _LOGF_A[1], out=y)
         y += _LOGF_A[2]
@@ -331,7 +338,6 @@ class LogfRows:
         y *= r2
         y += t
         out[...] = y
-        danger = np.flatnonzero(_near_f32_midpoint(y, -44, check_range=False)
-                                | (x == np.float32(1.0)))
+        danger = np.flatnonzero(_near_f32_midpoint(y, -44, check_range=False))
         if danger.size:
             out[danger] = _logf_exact(x[danger])
