@@ -1,0 +1,194 @@
+"""``make bench``: Hoshikage side by side with llama.cpp's own tools and llama-cpp-python.
+
+    python -m benchmarks.run              # everything (an hour or more on 2 cores)
+    python -m benchmarks.run --quick      # tiny models, fewer repetitions (under 3 minutes)
+    python -m benchmarks.run --quick --sections diffusion --models llada-tiny --reps 1 --out /tmp/b
+
+Writes ``results.json`` (figures, the keys of the targets, the machine) and ``RESULTS.md``
+(tables, plots under ``plots/``) into ``--out`` (default: this folder). Every ratio is taken
+per repetition between runs made back to back, then summarised as median (min–max); see
+docs/benchmarks.md for what each figure means. Exit status 1 if any comparison failed (the
+token-identity assertion included); the report is written anyway.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import ar, diffusion, lcpp_env, server
+from .common import BenchError, machine_info, native_manifest, write_json
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ("diffusion", "ar", "server")
+
+# key -> (comparison, bound, what the key is read from)
+TARGETS: dict[str, tuple[str, float]] = {
+    "diffusion.tokens_per_s_ratio_vs_reference": (">=", 1.0),
+    "diffusion.tokens_per_s_ratio_vs_reference_sampling_heavy": (">=", 1.25),
+    "diffusion.sampling_ms_per_step_ratio_vs_reference": ("<=", 0.5),
+    "diffusion.peak_rss_ratio_vs_reference": ("<=", 1.1),
+    "diffusion.peak_rss_ratio_vs_reference_cfg": ("<=", 0.8),
+    "ar.gen_tps_ratio_vs_llama_cpp_python": (">=", 1.0),
+    "ar.gen_tps_ratio_vs_llama_completion": (">=", 0.95),
+    "server.overhead_ratio": ("<=", 1.05),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny models and fewer repetitions (make bench-quick)")
+    ap.add_argument("--reps", type=int, help="timed repetitions per comparison (default 5; --quick: 3)")
+    ap.add_argument("--threads", type=int,
+                    help="CPU threads for every side (default: all cores; --quick: 1, robust on a busy machine)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    ap.add_argument("--models", help="only the diffusion configurations of these presets (comma-separated)")
+    ap.add_argument("--configs", help="only the diffusion configurations with these names (comma-separated)")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder for results.json, RESULTS.md, plots/")
+    ap.add_argument("--no-build-lcpp", action="store_true",
+                    help="never build llama-cpp-python's venv (the full run builds it when missing)")
+    args = ap.parse_args(argv)
+    args.reps = args.reps or (3 if args.quick else 5)
+    args.threads = args.threads or (1 if args.quick else (os.cpu_count() or 1))
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    bad = [s for s in args.sections if s not in SECTIONS]
+    if bad:
+        ap.error(f"--sections: unknown {bad}; choose from {SECTIONS}")
+    if args.reps < 1 or args.threads < 1:
+        ap.error("--reps and --threads must be >= 1")
+    return args
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def evaluate(results: dict[str, Any]) -> dict[str, Any]:
+    """Each target key with its value (None when not measured) and whether it is met."""
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        section, name = key.split(".", 1)
+        value = (results.get(section) or {}).get(name)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[key] = {"value": value, "target": f"{op} {bound:g}", "met": met}
+    return out
+
+
+def run_diffusion_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
+    from hoshikage.testing.diffusion_models import ensure_test_model
+
+    configs = diffusion.quick_configs() if args.quick else diffusion.full_configs()
+    if args.models:
+        keep = set(args.models.split(","))
+        configs = [c for c in configs if c.model in keep]
+    if args.configs:
+        keep = set(args.configs.split(","))
+        configs = [c for c in configs if c.name in keep]
+    log(f"== diffusion: {len(configs)} configurations, {args.reps} repetitions, {args.threads} threads")
+    rows, failed = [], []
+    paths = {}
+    for c in configs:
+        try:
+            if c.model not in paths:
+                paths[c.model] = ensure_test_model(c.model)
+            rows.append(diffusion.run_config(c, Path(paths[c.model]), args.threads, args.reps, manifest, log))
+        except BenchError as exc:
+            log(f"    FAILED: {exc}")
+            failed.append({"config": c.name, "error": str(exc)})
+            errors.append(f"diffusion {c.name}: {str(exc).splitlines()[0]}")
+    out = {"configs": rows, "failed": failed, "reps": args.reps, "threads": args.threads}
+    out.update(diffusion.headline(rows) if rows else {})
+    out["token_identity_asserted"] = sum(1 for r in rows if r["token_identity"]["checked"])
+    return out
+
+
+def run_ar_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
+    import hoshikage
+
+    lcpp = lcpp_env.find()
+    if lcpp is None and not args.quick and not args.no_build_lcpp:
+        try:
+            lcpp = lcpp_env.ensure(log)
+        except RuntimeError as exc:
+            errors.append(f"llama-cpp-python build: {str(exc).splitlines()[0]}")
+            log(f"    llama-cpp-python could not be built: {exc}")
+    max_tokens = 32 if args.quick else 128
+    log(f"== autoregressive: SmolLM2, {max_tokens} tokens, {args.reps} repetitions, {args.threads} threads"
+        + ("" if lcpp else " (llama-cpp-python: no venv, skipped)"))
+    try:
+        out = ar.run_ar(Path(hoshikage.smollm2_path()), args.threads, args.reps, max_tokens, manifest, lcpp,
+                        args.quick, log)
+    except BenchError as exc:
+        errors.append(f"ar: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+    ratios = out["ratios"]
+    out["gen_tps_ratio_vs_llama_cpp_python"] = ratios.get("llama_cpp_python", {}).get("gen_tps", {}).get("median")
+    out["gen_tps_ratio_vs_llama_completion"] = ratios.get("llama_completion", {}).get("gen_tps", {}).get("median")
+    return out
+
+
+def run_server_section(args, errors: list[str]) -> dict[str, Any]:
+    import hoshikage
+
+    max_tokens = 32 if args.quick else 64
+    log(f"== server: chat completion, {max_tokens} tokens max, {args.reps} repetitions, {args.threads} threads")
+    try:
+        out = server.run_server(Path(hoshikage.smollm2_path()), args.threads, args.reps, max_tokens, log)
+    except BenchError as exc:
+        errors.append(f"server: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+    out["overhead_summary"] = out["overhead_ratio"]  # median, min, max
+    out["overhead_ratio"] = out["overhead_summary"]["median"]  # the key
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    manifest = native_manifest()
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "llama_cpp_commit": manifest.get("llama_cpp_commit"),
+        "reps": args.reps, "threads": args.threads,
+    }
+    errors: list[str] = []
+    sections = {"diffusion": lambda: run_diffusion_section(args, manifest, errors),
+                "ar": lambda: run_ar_section(args, manifest, errors),
+                "server": lambda: run_server_section(args, errors)}
+    for name in args.sections:
+        try:
+            results[name] = sections[name]()
+        except Exception as exc:  # a harness bug: keep the other sections, report it, fail at the end
+            traceback.print_exc()
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    results["targets"] = evaluate(results)
+    results["errors"] = errors
+    results["seconds"] = round(time.time() - t0, 1)
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    write_json(args.out / "results.json", results)
+    from .report import write_report
+
+    write_report(results, args.out)
+    log(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'} in {results['seconds']:.0f} s")
+    for key, t in results["targets"].items():
+        v = "not measured" if t["value"] is None else f"{t['value']:.3f}"
+        verdict = {True: "met", False: "MISSED", None: "—"}[t["met"]]
+        log(f"  {key:60s} {v:>12s}  target {t['target']:8s} {verdict}")
+    for e in errors:
+        log(f"ERROR: {e}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
