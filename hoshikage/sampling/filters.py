@@ -45,6 +45,10 @@ class Candidates:
     temp: np.float32 | None = None
     logits: np.ndarray | None = None
     ids: np.ndarray | None = None
+    # Sorted from fresh rows: how each row's order can be replayed exactly (the raw rows
+    # and per row the C++ sort's (npartial, entries needed)); see fix_tied_tokens.
+    source: Sequence[np.ndarray] | None = None
+    replay: list | None = None
 
     def id_at(self, col: np.ndarray) -> np.ndarray:
         """Token id at array index ``col`` [r] of each row: int32 [r]."""
@@ -59,21 +63,23 @@ def full_candidates(rows: Sequence[np.ndarray]) -> Candidates:
     return Candidates(False, np.full(len(rows), n, dtype=np.int64), rows=rows)
 
 
-def _sorted(ids: list, rows: Sequence[np.ndarray], size: np.ndarray) -> Candidates:
+def _sorted(ids: list, rows: Sequence[np.ndarray], size: np.ndarray, replay: list) -> Candidates:
     width = max(int(size.max()), 1)
     logits = np.full((len(ids), width), -np.inf, dtype=np.float32)
     out_ids = np.zeros((len(ids), width), dtype=np.int32)
     for i, o in enumerate(ids):
         logits[i, :len(o)] = rows[i][o]
         out_ids[i, :len(o)] = o
-    return Candidates(True, size.astype(np.int64), logits=logits, ids=out_ids)
+    return Candidates(True, size.astype(np.int64), logits=logits, ids=out_ids, source=rows,
+                      replay=replay)
 
 
 def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
     """``cur_p->size = size`` on a sorted batch; the dropped tail becomes -inf padding."""
     logits = c.logits.copy()
     logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
-    return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids)
+    return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids, source=c.source,
+                      replay=c.replay)
 
 
 def seq_sum_f32(x: np.ndarray) -> np.ndarray:
@@ -118,17 +124,20 @@ def _row_top(row: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[order], vals[order]
 
 
-def _needs_replay(vals: np.ndarray, upto: int, bucketed: bool) -> bool:
-    """Descending ``vals``: do equal values (or NaN, or bucket-breaking huge values) within
-    ``[0, upto]`` make the C++ sort's order matter?"""
-    v = vals[:upto + 1]
-    if np.isnan(v).any() or (v[1:] == v[:-1]).any():
+def _order_unsure(vals: np.ndarray, bucketed: bool) -> bool:
+    """Descending ``vals`` with NaN, or with values llama.cpp's bucket sort misplaces (+inf,
+    > 3e8): its "sorted" order is then not the descending one, so replay it upfront."""
+    if np.isnan(vals).any():
         return True
-    return bucketed and len(v) > 0 and not abs(float(v[0])) < float(_BUCKET_SAFE)
+    return bucketed and len(vals) > 0 and not abs(float(vals[0])) < float(_BUCKET_SAFE)
 
 
 def top_k(c: Candidates, k: int) -> Candidates:
-    """``llama_sampler_top_k_impl``: keep the ``k`` largest logits, sorted descending."""
+    """``llama_sampler_top_k_impl``: keep the ``k`` largest logits, sorted descending.
+
+    Equal logits are left in numpy's order; only the sampled token's id can depend on
+    it, and :func:`fix_tied_tokens` repairs that after dist.
+    """
     if k <= 0:
         return c
     if c.sorted:
@@ -137,11 +146,29 @@ def top_k(c: Candidates, k: int) -> Candidates:
     k = min(k, n)
     ids = []
     for row in c.rows:
-        idx, vals = _row_top(row, min(k + 1, n))  # one extra: the boundary decides ties
-        if _needs_replay(vals, min(k, n - 1), k > 128):
+        idx, vals = _row_top(row, k)
+        if _order_unsure(vals, k > 128):
             idx = _stl.partial_sort_inplace_order(row, k)
         ids.append(idx[:k])
-    return _sorted(ids, c.rows, np.full(len(ids), k))
+    return _sorted(ids, c.rows, np.full(len(ids), k), [(k, k)] * len(ids))
+
+
+def fix_tied_tokens(c: Candidates, d: DistResult) -> None:
+    """Give rows whose sampled logit is tied the id llama.cpp's sort puts there.
+
+    Every value the chain computes depends only on the sorted logit values, which ties
+    do not change; the sampled id does when other ids share its logit. Those rows (rare
+    with real logits) replay the C++ sort element by element.
+    """
+    if not c.sorted or c.replay is None:
+        return
+    for i in range(len(c.size)):
+        row = c.source[i]
+        if np.count_nonzero(row == row[c.ids[i, d.selected[i]]]) > 1:
+            npartial, need = c.replay[i]
+            exact = _stl.partial_sort_inplace_order(row, npartial, need)
+            c.ids[i, :need] = exact
+            d.token[i] = exact[d.selected[i]]
 
 
 def top_p(c: Candidates, p: float) -> Candidates:
@@ -172,7 +199,7 @@ def _top_p_rows(c: Candidates, p32: np.float32) -> Candidates:
     n = int(c.size[0])
     ex = ExpfRows(n)
     e = np.empty(n, dtype=np.float32)
-    ids, last = [], np.empty(len(c.rows), dtype=np.int64)
+    ids, last, replay = [], np.empty(len(c.rows), dtype=np.int64), []
     for i, row in enumerate(c.rows):
         mx = row.max()
         with np.errstate(invalid="ignore"):
@@ -180,6 +207,11 @@ def _top_p_rows(c: Candidates, p32: np.float32) -> Candidates:
         ex.finish(e)
         cum = np.cumsum(e, dtype=np.float32)[-1]  # float running sum, id order
         first = _TOP_P_FIRST if n > _TOP_P_SMALL else n
+        if _order_unsure(row[np.argmax(row)][None], n > 128):
+            idx, last[i], npartial = _top_p_replayed(row, e, cum, p32, first)
+            replay.append((npartial, int(last[i])))
+            ids.append(idx[:last[i]])
+            continue
         m, phase2 = first, False
         while True:
             idx, vals = _row_top(row, min(m + 1, n))
@@ -189,11 +221,23 @@ def _top_p_rows(c: Candidates, p32: np.float32) -> Candidates:
                 break
             m, phase2 = min(4 * m, n), True
         last[i] = hit[0] + 1 if hit.size else n
-        if _needs_replay(vals, min(int(last[i]), len(vals) - 1), n > 128):
-            npartial = n if (phase2 or n <= _TOP_P_SMALL) else first
-            idx = _stl.partial_sort_inplace_order(row, npartial, int(last[i]))
+        replay.append((n if (phase2 or n <= _TOP_P_SMALL) else first, int(last[i])))
         ids.append(idx[:last[i]])
-    return _sorted(ids, c.rows, last)
+    return _sorted(ids, c.rows, last, replay)
+
+
+def _top_p_replayed(row, e, cum, p32, first):
+    """top_p's scan over the order llama.cpp's sorts really produce (rows with NaN or
+    huge logits, which its bucket sort puts out of order). Returns (ids, last, npartial)."""
+    n = len(row)
+    order = _stl.partial_sort_inplace_order(row, first)
+    hit = np.flatnonzero(np.cumsum(e[order] / cum, dtype=np.float32) >= p32)
+    npartial = first if n > _TOP_P_SMALL else n
+    if not hit.size and n > first:
+        npartial = n
+        order = _stl.partial_sort_inplace_order(row, n)
+        hit = np.flatnonzero(np.cumsum(e[order] / cum, dtype=np.float32) >= p32)
+    return order, (hit[0] + 1 if hit.size else n), npartial
 
 
 def temperature(c: Candidates, t: float) -> Candidates:
@@ -226,4 +270,6 @@ def apply_chain(rows: Sequence[np.ndarray], *, top_k_: int, top_p_: float, temp:
         c = top_p(c, top_p_)
     if np.float32(temp) > np.float32(0.0):
         c = temperature(c, temp)
-    return c, dist(c, rnd)
+    d = dist(c, rnd)
+    fix_tied_tokens(c, d)
+    return c, d
