@@ -61,18 +61,21 @@ class DistResult:
         """Normalised ``cur_p->data[col[i]].p`` of each row: float32 [r]."""
         ar = np.arange(len(col))
         e = self.e[ar, col].astype(np.float64)
-        q = e / self.total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = e / self.total
         unsure = ~self.exact & _near_f32_midpoint(q, self.err_log2 + 2)
         if unsure.any():
             rows = np.nonzero(unsure)[0]
             self.make_exact(rows)
-            q[rows] = e[rows] / self.total[rows]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                q[rows] = e[rows] / self.total[rows]
         return q.astype(np.float32)
 
     def p_all(self) -> np.ndarray:
         """All normalised probabilities, float32 [r, m], in array order."""
         self.make_exact()
-        return np.divide(self.e, self.total[:, None]).astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.divide(self.e, self.total[:, None]).astype(np.float32)
 
 
 def _select_exact(e64: np.ndarray, rnd: float, size: int) -> tuple[int, float]:

@@ -153,7 +153,7 @@ class ExpfRows:
 
     def row(self, x: np.ndarray, out: np.ndarray, offset: int, in_range: bool) -> None:
         with np.errstate(all="ignore"):
-            np.exp(x, out=self.e64)
+            np.exp(x, out=self.e64, dtype=np.float64)  # dtype: else a float32 exp, upcast
             out[...] = self.e64
             if _LITTLE:
                 np.add(self.e64.view(np.uint32)[0::2], self.add, out=self.t)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LLAMA_DEFAULT_SEED", "MT19937Stream", "normalize_seed"]
+__all__ = ["LLAMA_DEFAULT_SEED", "MT19937Stream", "normalize_seed", "canonical_float",
+           "canonical_double"]
 
 #: llama.cpp's "pick a random seed" value; its ``dist`` samplers then seed from the OS.
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
@@ -38,6 +39,20 @@ def normalize_seed(seed: int) -> int:
     if not -(2**31) <= seed < 2**32:
         raise ValueError(f"seed must be in [-2**31, 2**32), got {seed}")
     return seed & 0xFFFFFFFF
+
+
+def canonical_float(u: np.ndarray) -> np.ndarray:
+    """``generate_canonical<float, 24>`` of 32-bit outputs ``u``: float32, in [0, 1)."""
+    r = np.asarray(u).astype(np.float32) / np.float32(2.0**32)
+    r[r >= np.float32(1.0)] = _F32_BELOW_ONE
+    return r
+
+
+def canonical_double(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """``generate_canonical<double, 53>`` of output pairs (u1 drawn first): float64."""
+    r = (np.asarray(u1).astype(np.float64) + np.asarray(u2).astype(np.float64) * 2.0**32) / 2.0**64
+    r[r >= 1.0] = _F64_BELOW_ONE
+    return r
 
 
 def _mt19937_key(seed: int) -> np.ndarray:
@@ -82,13 +97,9 @@ class MT19937Stream:
 
     def uniform_float(self, n: int) -> np.ndarray:
         """``n`` draws of ``uniform_real_distribution<float>(0, 1)``: float32 [n]."""
-        r = self.u32(n).astype(np.float32) / np.float32(2.0**32)
-        r[r >= np.float32(1.0)] = _F32_BELOW_ONE
-        return r
+        return canonical_float(self.u32(n))
 
     def uniform_double(self, n: int) -> np.ndarray:
         """``n`` draws of ``uniform_real_distribution<double>(0, 1)`` (two outputs each)."""
-        u = self.u32(2 * n).astype(np.float64)
-        r = (u[0::2] + u[1::2] * 2.0**32) / 2.0**64
-        r[r >= 1.0] = _F64_BELOW_ONE
-        return r
+        u = self.u32(2 * n)
+        return canonical_double(u[0::2], u[1::2])

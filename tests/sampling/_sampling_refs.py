@@ -65,10 +65,10 @@ def _flags_for(build: Path, target: str) -> list[str]:
     return ["-O3", "-DNDEBUG"]
 
 
-def _compile(name: str, sources: list[Path], args: list[str]) -> Path:
+def _compile(name: str, sources: list[Path], args: list[str], deps: tuple = ()) -> Path:
     gxx = require_gxx()
     h = hashlib.sha256()
-    for s in sources:
+    for s in (*sources, *deps):
         h.update(s.read_bytes())
     h.update(" ".join(args).encode())
     out_dir = Path(tempfile.gettempdir()) / "hoshikage-sampling-tests"
@@ -109,10 +109,11 @@ def loop_ref() -> ctypes.CDLL:
     flags = _flags_for(build, "examples/diffusion/CMakeFiles/llama-diffusion.dir")
     if any(f.startswith("-m") for f in flags):
         pytest.skip(f"llama-diffusion was built with ISA flags {flags}; the harness would differ")
-    src = [tree / "examples/diffusion/diffusion.cpp", NATIVE / "loop_ref.cpp"]
+    src = [NATIVE / "loop_ref.cpp"]  # it #includes examples/diffusion/diffusion.cpp
     inc = [f"-I{tree}/common", f"-I{tree}/examples/diffusion", f"-I{tree}/vendor"]
     so = _compile("loop_ref.so", src, [*flags, "-std=c++17", "-fPIC", "-shared", "-Wl,-Bsymbolic",
-                                       *inc, *_llama_link(tree, build)])
+                                       *inc, *_llama_link(tree, build)],
+                  deps=(tree / "examples/diffusion/diffusion.cpp", tree / "src/llama-sampler.cpp"))
     return ctypes.CDLL(str(so))
 
 

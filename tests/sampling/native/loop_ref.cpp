@@ -6,7 +6,8 @@
 // chain still comes from the real libllama.so. Logits come from a callback, so a Python
 // test can feed the same logits to Hoshikage's loop and to the reference. Not part of
 // the library.
-#include "diffusion.h"
+// diffusion.cpp is #included (not linked) so its static helpers can be exported below.
+#include "diffusion.cpp"
 #include "common.h"
 #include "log.h"
 
@@ -81,4 +82,17 @@ int32_t hk_loop_ref(const int32_t * input, int32_t n_input, int32_t * output, co
     diffusion_generate(reinterpret_cast<llama_context *>(&ctx), input, output, n_input, params, n_generated);
     g_ctx = nullptr;
     return n_generated;
+}
+
+// The static schedule helpers, for direct comparison.
+extern "C" __attribute__((visibility("default")))
+int32_t hk_transfer_count(int32_t step, int32_t total_steps, int32_t remaining, int32_t schedule, float eps) {
+    return calculate_transfer_count(step, total_steps, remaining,
+                                    static_cast<diffusion_transfer_schedule>(schedule), eps);
+}
+
+extern "C" __attribute__((visibility("default")))
+void hk_num_transfer_tokens(int32_t mask_count, int32_t steps, int32_t * out) {
+    const std::vector<int32_t> v = get_num_transfer_tokens(mask_count, steps);
+    for (int32_t i = 0; i < steps; i++) out[i] = v[i];
 }
