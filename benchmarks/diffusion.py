@@ -119,15 +119,24 @@ def reference_cli(c: DiffConfig, model: Path, threads: int, manifest: dict) -> d
     cmd = [str(cli), *_shared_flags(c, model, threads), "--no-log-prefix", "--no-log-timestamps",
            "--log-colors", "off"]
     p = run_measured(cmd).check("llama-diffusion-cli")
-    log = p.stdout + p.stderr
+    total_ms, sampling, after = parse_reference_log(p.stdout + p.stderr)
+    return {**_ref_figures(c, total_ms, sampling), "peak_rss_mb": p.peak_rss_mb, "wall_s": p.wall_s,
+            "_after": after}
+
+
+def parse_reference_log(log: str) -> tuple[float, float, str]:
+    """(total ms, sampling ms per step, the output after the timing line) from llama.cpp's log.
+
+    diffusion_generate logs ``\ntotal time: ...\n``, then llama-diffusion-cli ``\n<canvas>\n``,
+    so what follows the timing line is the canvas text, then a newline and any later log.
+    """
     m = _TOTAL.search(log)
     if not m:
-        raise BenchError(f"llama-diffusion-cli printed no 'total time' line:\n{log[-2000:]}")
+        raise BenchError(f"no 'total time' line in llama.cpp's output:\n{log[-2000:]}")
     rest = log[m.end():]
     if not rest.startswith("\n\n"):
         raise BenchError(f"unexpected output after the timing line: {rest[:200]!r}")
-    return {**_ref_figures(c, float(m.group(1)), float(m.group(3))), "peak_rss_mb": p.peak_rss_mb,
-            "wall_s": p.wall_s, "_after": rest[2:]}
+    return float(m.group(1)), float(m.group(3)), rest[2:]
 
 
 def reference_driver(c: DiffConfig, model: Path, threads: int, manifest: dict, prompt_tokens: list[int]

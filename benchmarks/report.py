@@ -176,7 +176,7 @@ def render(results: dict, images: list[str]) -> str:
         f"- Load average (1, 5, 15 min) at start: {load('load_average_at_start')}; at end: "
         f"{load('load_average_at_end')}. A load above the core count means other work shared the CPUs: "
         "absolute figures are then noisy, ratios within a repetition much less so.",
-        f"- llama.cpp {results.get('llama_cpp_commit')}; {results['threads']} threads on every side; "
+        f"- llama.cpp {results.get('llama_cpp_commit')}; {results['threads']} thread(s) on every side; "
         f"{results['reps']} timed repetitions per comparison, sides alternated.",
         "", "## Targets", "", *_targets_table(results), "",
     ]

@@ -51,17 +51,22 @@ def _wait_ready(conn_args: tuple[str, int], path: str, proc: subprocess.Popen, t
 
 
 class _Client:
-    """One kept-alive HTTP connection; ``post`` returns (wall seconds, decoded JSON)."""
+    """``post`` returns (wall seconds, decoded JSON). A new connection per request: the servers'
+    keep-alive timeouts (uvicorn: 5 s) are shorter than a library call on a busy machine."""
 
     def __init__(self, port: int):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        self.port = port
 
     def post(self, path: str, body: dict) -> tuple[float, dict]:
         data = json.dumps(body).encode()
         t0 = time.perf_counter()
-        self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-        resp = self.conn.getresponse()
-        raw = resp.read()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        try:
+            conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
         wall = time.perf_counter() - t0
         if resp.status != 200:
             raise BenchError(f"POST {path}: HTTP {resp.status}: {raw[:500]!r}")
