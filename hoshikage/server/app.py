@@ -267,18 +267,23 @@ async def _first_event(state: ServerState, job: Job, request: Request) -> tuple[
 
 
 async def _collect(state: ServerState, job: Job, fmt: Formatter, plan: Plan, request: Request):
+    """Wait for the result, checking every POLL_S that the client is still there (events such as
+    diffusion progress may arrive much more often than that)."""
+    next_check = time.monotonic() + POLL_S
     while True:
         try:
             kind, data = await asyncio.wait_for(job.events.get(), POLL_S)
         except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.cancel("disconnect")
-                return JSONResponse({}, status_code=499)
-            continue
+            kind, data = None, None
         if kind == "error":
             raise data
         if kind == "done":
             return JSONResponse(fmt.response(data, _extra(plan)))
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + POLL_S
+            if await request.is_disconnected():
+                job.cancel("disconnect")
+                return JSONResponse({}, status_code=499)
 
 
 def _extra(plan: Plan) -> dict[str, Any]:

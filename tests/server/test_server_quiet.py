@@ -56,15 +56,19 @@ def test_idle_unload_returns_memory_and_reloads(idle):
 
 
 def test_diffusion_idle_unload_frees_contexts(idle):
-    before = idle.rss_mb()
-    r = idle.openai().chat.completions.create(model="dream", messages=CHAT, max_tokens=200,
-                                              extra_body={"diffusion_steps": 2})
+    client = idle.openai()
+    client.chat.completions.create(model="dream", messages=CHAT, max_tokens=4, extra_body={"diffusion_steps": 1})
+    idle.wait_status(lambda s: s["loaded_model"] is None, timeout=10)
+    before = idle.rss_mb()  # libllama and the first-use allocations are in by now
+    r = client.chat.completions.create(model="dream", messages=CHAT, max_tokens=200,
+                                       extra_body={"diffusion_steps": 2})
     assert r.model_extra["hoshikage"]["kind"] == "diffusion"
     status = idle.status()
     assert status["context"]["kind"] == "diffusion" and status["context"]["n_ubatch"] >= 200
+    loaded = idle.rss_mb()
     idle.wait_status(lambda s: s["loaded_model"] is None, timeout=10)
     after = idle.rss_mb()
-    print(f"RSS MiB (dream-tiny, canvas 256): before {before:.1f}, after unload {after:.1f}")
+    print(f"RSS MiB (dream-tiny, canvas 256): before {before:.1f}, loaded {loaded:.1f}, after unload {after:.1f}")
     assert after - before < 15
 
 
