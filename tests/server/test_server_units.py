@@ -3,6 +3,7 @@ locked, racing writers), the memory estimate, the GGUF header reader, and access
 from __future__ import annotations
 
 import json
+import re
 import multiprocessing
 import os
 from pathlib import Path
@@ -209,3 +210,25 @@ def test_env_example_documents_every_setting():
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     missing = [name.upper() for name in Settings.model_fields if f"# {name.upper()}=" not in text]
     assert not missing, f".env.example lacks {missing}"
+
+
+def test_log_file_rotates_daily_to_dated_names(tmp_path):
+    import logging
+    from logging.handlers import TimedRotatingFileHandler
+
+    from hoshikage.server.logs import setup_logging
+
+    path = tmp_path / "logs" / "hoshikage.log"
+    handler = setup_logging(path, "INFO")
+    try:
+        assert isinstance(handler, TimedRotatingFileHandler) and handler.when == "MIDNIGHT"
+        logging.getLogger("hoshikage.server.requests").info("model=x kind=autoregressive")
+        handler.doRollover()
+        rotated = [p.name for p in path.parent.iterdir() if p.name != path.name]
+        assert len(rotated) == 1 and re.fullmatch(r"hoshikage\.log\.\d{4}-\d{2}-\d{2}", rotated[0])
+        assert "model=x" in (path.parent / rotated[0]).read_text()
+    finally:
+        for name in ("hoshikage", "uvicorn", "uvicorn.error"):
+            logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).propagate = True
+        handler.close()
