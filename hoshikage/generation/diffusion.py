@@ -15,7 +15,7 @@ import numpy as np
 
 from ..context import Context
 from ..model import Model
-from ..sampling import plan_block_schedule, run_diffusion
+from ..sampling import plan_block_schedule, run_diffusion, validate_params
 from ..sampling.params import DiffusionParams, Schedule
 from .types import Chunk, Completion, Timings
 
@@ -48,8 +48,13 @@ def plan_canvas(model: Model, n_prompt: int, max_tokens: int, params: DiffusionP
         notes.append(f"max_tokens lowered from {max_tokens} to {limit - n_prompt} to fit the context ({limit})")
         canvas = limit
     if params.schedule == Schedule.BLOCK_BASED:
-        plan = plan_block_schedule(canvas_length=canvas, n_prompt=n_prompt, steps=params.steps,
-                                   block_length=params.block_length, adjust=adjust, max_canvas=limit)
+        plan = plan_block_schedule(canvas, n_prompt, params.steps, params.block_length, adjust=adjust)
+        if plan.canvas_length > limit:  # rounding up overflowed the context: round down instead
+            down = limit // params.block_length * params.block_length
+            if down <= n_prompt:
+                raise ValueError(f"block_length={params.block_length}: no multiple of it fits between the prompt "
+                                 f"({n_prompt} tokens) and the context ({limit})")
+            plan = plan_block_schedule(down, n_prompt, params.steps, params.block_length, adjust=True)
         canvas = plan.canvas_length
         if plan.steps != params.steps:
             params = replace(params, steps=plan.steps)
@@ -66,6 +71,7 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
     mask = model.mask_token
     if mask is None:
         raise ValueError(f"{model.path.name} is a diffusion model without a mask token (tokenizer.ggml.mask_token_id)")
+    validate_params(params)
     limit = context.n_ubatch if context is not None else (n_ctx or model.n_ctx_train)
     canvas, params, notes = plan_canvas(model, len(prompt_tokens), max_tokens, params, limit=limit, adjust=adjust)
 
