@@ -7,6 +7,8 @@ starts with ``test-``. Existing entries with these names are left alone.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from pathlib import Path
 
 from .registry import ModelEntry, Registry
 
@@ -22,21 +24,38 @@ DIFFUSION_MAX_TOKENS = 64
 
 
 def ensure_default_models(registry: Registry) -> list[str]:
-    """Register the default models that are missing; return the names added."""
+    """Register the default models that are missing; return the names added or repointed.
+
+    An existing entry is left alone, except that its path is updated when its file is gone or,
+    for the test model, when the generator now writes a different file (its name carries a hash
+    of the generator's parameters).
+    """
     from ..models import smollm2_path
     from ..testing.diffusion_models import ensure_test_model
 
     entries = registry.entries()
-    added = []
-    if AR_NAME not in entries:
-        registry.add(ModelEntry(name=AR_NAME, path=smollm2_path().resolve(),
-                                description="SmolLM2-135M-Instruct (Q4_1), autoregressive"))
-        added.append(AR_NAME)
-    if DIFFUSION_NAME not in entries:
-        registry.add(ModelEntry(name=DIFFUSION_NAME, path=ensure_test_model("llada-tiny").resolve(),
-                                description=DIFFUSION_DESCRIPTION, test_model=True,
-                                diffusion=dict(DIFFUSION_DEFAULTS), max_tokens=DIFFUSION_MAX_TOKENS))
-        added.append(DIFFUSION_NAME)
-    for name in added:
-        log.info("registered default model %s", name)
-    return added
+    changed = []
+    wanted = {
+        AR_NAME: (smollm2_path, lambda path: ModelEntry(
+            name=AR_NAME, path=path, description="SmolLM2-135M-Instruct (Q4_1), autoregressive")),
+        DIFFUSION_NAME: (lambda: ensure_test_model("llada-tiny"), lambda path: ModelEntry(
+            name=DIFFUSION_NAME, path=path, description=DIFFUSION_DESCRIPTION, test_model=True,
+            diffusion=dict(DIFFUSION_DEFAULTS), max_tokens=DIFFUSION_MAX_TOKENS)),
+    }
+    for name, (locate, make) in wanted.items():
+        current = entries.get(name)
+        stale = current is not None and (not current.path.is_file() or (current.test_model and name == DIFFUSION_NAME))
+        if current is not None and not stale:
+            continue
+        path = Path(locate()).resolve()
+        if current is not None:
+            if current.path == path:
+                continue
+            entry = replace(current, path=path)
+            log.info("default model %s now points at %s (was %s)", name, path, current.path)
+        else:
+            entry = make(path)
+            log.info("registered default model %s (%s)", name, path)
+        registry.add(entry)
+        changed.append(name)
+    return changed
