@@ -124,47 +124,47 @@ def dist_full(rows, temp: np.float32 | None, rnd: np.ndarray) -> DistResult:
         for i, row in enumerate(rows):
             if temp is not None:
                 np.divide(row, temp, out=x)
-                mx = np.float32(row.max()) / temp  # division by t > 0 keeps the order
+                np.subtract(x, np.float32(row.max()) / temp, out=x)  # t > 0 keeps the max
             else:
-                x[...] = row
-                mx = row.max()
-            np.subtract(x, mx, out=x)
+                np.subtract(row, row.max(), out=x)
             ex.row(x, e[i], i * m, bool(x.min() >= np.float32(-87.0)))
     ex.finish(e.reshape(-1))
     total = np.empty(r, dtype=np.float64)
     sel = np.empty(r, dtype=np.int64)
     exact = np.ones(r, dtype=bool)
     err_log2 = _err_log2(m)
-    nb = -(-m // _BLOCK)
-    pad = np.zeros(nb * _BLOCK, dtype=np.float64)
     for i in range(r):
-        pad[:m] = e[i]
         j = -1
         if m >= _FAST_MIN:
-            j, tot = _select_fast(pad, nb, float(rnd[i]), err_log2)
+            j, tot = _select_fast(e[i], float(rnd[i]), err_log2)
         if 0 <= j < m:
             exact[i] = False
         else:
-            j, tot = _select_exact(pad[:m], float(rnd[i]), m)
+            j, tot = _select_exact(e[i].astype(np.float64), float(rnd[i]), m)
         sel[i], total[i] = j, tot
     return DistResult(sel, sel.astype(np.int32), e, total, exact, err_log2)
 
 
-def _select_fast(pad: np.ndarray, nb: int, rnd: float, err_log2: int) -> tuple[int, float]:
-    """Selection from block sums; returns (-1, nan) when too close to call."""
-    blocks = np.add.reduce(pad.reshape(nb, _BLOCK), axis=1)
+def _select_fast(e: np.ndarray, rnd: float, err_log2: int) -> tuple[int, float]:
+    """Selection from pairwise block sums of ``e`` (float32 [m]); (-1, nan) when too close
+    to call."""
+    m = len(e)
+    nfull = m // _BLOCK
+    blocks = np.add.reduce(e[:nfull * _BLOCK].reshape(nfull, _BLOCK), axis=1, dtype=np.float64)
+    if m > nfull * _BLOCK:
+        blocks = np.append(blocks, np.add.reduce(e[nfull * _BLOCK:], dtype=np.float64))
     prefix = np.cumsum(blocks)
     tot = float(prefix[-1])
     tgt = tot * rnd
     if not math.isfinite(tgt) or tot <= 0.0:
         return -1, math.nan
     b = int(np.searchsorted(prefix, tgt, side="left"))
-    if b >= nb:
+    if b >= len(blocks):
         return -1, math.nan
     base = float(prefix[b - 1]) if b else 0.0
-    run = base + np.cumsum(pad[b * _BLOCK:(b + 1) * _BLOCK])
+    run = base + np.cumsum(e[b * _BLOCK:(b + 1) * _BLOCK], dtype=np.float64)
     j = int(np.searchsorted(run, tgt, side="left"))
-    if j >= _BLOCK:
+    if j >= len(run):
         return -1, math.nan
     delta = tot * 2.0**err_log2
     below = float(run[j - 1]) if j else base

@@ -153,7 +153,8 @@ class ExpfRows:
 
     def row(self, x: np.ndarray, out: np.ndarray, offset: int, in_range: bool) -> None:
         with np.errstate(all="ignore"):
-            np.exp(x, out=self.e64, dtype=np.float64)  # dtype: else a float32 exp, upcast
+            np.copyto(self.e64, x)  # exp(x, out=e64) alone would run numpy's float32 exp
+            np.exp(self.e64, out=self.e64)
             out[...] = self.e64
             if _LITTLE:
                 np.add(self.e64.view(np.uint32)[0::2], self.add, out=self.t)
