@@ -7,8 +7,8 @@ now and then, which is enough to change a float sum, so we reproduce glibc inste
 
 Fast path + exact repair: evaluate in float64 (accurate to ~1e-16), round to float32, and
 find the few elements whose float64 value lies so close to a float32 rounding boundary that
-glibc's own approximation error (expf: < 2**-33 relative; logf: the non-FMA vs FMA gap,
-< 2**-46) could round it the other way. Only those are recomputed with glibc's exact
+glibc's own approximation error (expf: < 1.69 * 2**-34 relative; logf: the non-FMA vs FMA
+gap, < 2**-46) could round it the other way. Only those are recomputed with glibc's exact
 algorithm, whose fused multiply-adds are emulated with error-free transformations.
 Constants and tables are those of glibc's ``e_exp2f_data.c`` / ``e_logf_data.c``.
 """
@@ -85,6 +85,9 @@ def _near_f32_midpoint(y: np.ndarray, band_log2: int, check_range: bool = True) 
 # --- expf ----------------------------------------------------------------------------------
 
 _EXP_N = 32
+# glibc's expf is exact to 1.69 * 2**-34 relative before its final rounding (e_expf.c), so
+# a float64 exp (error ~2**-52) further than 2**-33 from a float32 midpoint rounds alike.
+_EXPF_BAND = -33
 
 
 def _exp2_table() -> np.ndarray:
@@ -145,7 +148,7 @@ class ExpfRows:
         self.e64 = np.empty(m, dtype=np.float64)
         self.t = np.empty(m, dtype=np.uint32)
         self.d = np.empty(m, dtype=bool)
-        band = 1 << (52 - 32 + 1)  # the 2**-32 band of _near_f32_midpoint
+        band = 1 << (52 + _EXPF_BAND + 1)  # as in _near_f32_midpoint
         self.add = np.uint32((band - (1 << 28)) % (1 << 32))
         self.lim = np.uint32(2 * band << 3)
         self.fix_at: list = []
@@ -161,7 +164,7 @@ class ExpfRows:
                 np.left_shift(self.t, np.uint32(3), out=self.t)
                 np.less(self.t, self.lim, out=self.d)
             else:
-                self.d[...] = _near_f32_midpoint(self.e64, -32, check_range=False)
+                self.d[...] = _near_f32_midpoint(self.e64, _EXPF_BAND, check_range=False)
             if not in_range:
                 self.d |= ~((x >= _EXPF_NORMAL_LO) & (x <= _EXPF_NORMAL_HI))
         idx = np.flatnonzero(self.d)
@@ -177,7 +180,7 @@ class ExpfRows:
 
 def expf_danger(x: np.ndarray, e64: np.ndarray) -> np.ndarray:
     """Flat indices where ``float32(e64)`` (e64 = exp(x) in float64) may differ from glibc."""
-    danger = _near_f32_midpoint(e64, -32, check_range=False).reshape(-1)
+    danger = _near_f32_midpoint(e64, _EXPF_BAND, check_range=False).reshape(-1)
     # Results outside float32's normal range (and NaN / inf inputs) take the exact path;
     # tested on x (float32) since logits minus their max are nearly always in range.
     if x.size and not (x.min() >= _EXPF_NORMAL_LO and x.max() <= _EXPF_NORMAL_HI):
@@ -297,6 +300,8 @@ def _logf_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 _LOGF_INVC13, _LOGF_Y013 = _logf_tables()
+# Both in one table: one gather of 16-byte items is cheaper than two of 8 (numpy's take).
+_LOGF_TAB13 = _LOGF_INVC13 + 1j * _LOGF_Y013
 
 
 class LogfRows:
@@ -314,6 +319,7 @@ class LogfRows:
         self.r2 = np.empty(m, dtype=np.float64)
         self.y = np.empty(m, dtype=np.float64)
         self.t = np.empty(m, dtype=np.float64)
+        self.c = np.empty(m, dtype=np.complex128)
 
     def row(self, x: np.ndarray, out: np.ndarray) -> None:
         """``out[:] = logf(x)`` for float32 [m] ``x``."""
@@ -324,13 +330,12 @@ class LogfRows:
         ix = x.view(np.uint32)
         np.subtract(ix, _LOGF_OFF, out=u)  # tmp
         np.right_shift(u, np.uint32(19), out=j)
-        np.take(_LOGF_INVC13, j, out=t, mode="clip")  # invc (take is numpy's fastest gather)
+        np.take(_LOGF_TAB13, j, out=self.c, mode="clip")  # (invc, y0); take: numpy's fastest
         np.bitwise_and(u, np.uint32(0xFF800000), out=u)
         np.subtract(ix, u, out=u)  # iz: x scaled into [OFF, 2*OFF)
-        np.multiply(u.view(np.float32), t, out=r)
+        np.multiply(u.view(np.float32), self.c.real, out=r)
         r -= 1.0
-        np.take(_LOGF_Y013, j, out=t, mode="clip")  # y0
-        t += r
+        np.add(self.c.imag, r, out=t)  # y0 + r
         np.multiply(r, r, out=r2)
         np.multiply(r, _LOGF_A[1], out=y)
         y += _LOGF_A[2]
