@@ -97,15 +97,18 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
                 ctx.close()
             else:
                 ctx.set_causal_attn(True)
-        yield _to_chunk(model, len(prompt_tokens), result, params, stop, notes, canvas)
+        yield _to_chunk(model, len(prompt_tokens), result, params, stop, notes, canvas, max_tokens)
 
     return run()
 
 
 def _to_chunk(model: Model, n_prompt: int, result, params: DiffusionParams, stop: Sequence[str],
-              notes: list[str], canvas: int) -> Chunk:
+              notes: list[str], canvas: int, max_tokens: int) -> Chunk:
+    """The Completion: the answer is capped at max_tokens even when the canvas was rounded up."""
     after_prompt = result.tokens[n_prompt:]
     tokens, hit_eog = answer_tokens(model, after_prompt)
+    if len(tokens) > max_tokens:
+        tokens, hit_eog = tokens[:max_tokens], False
     text = model.detokenize(tokens, remove_special=False, unparse_special=False)
     finish = "stop" if hit_eog else "length"
     cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
@@ -117,7 +120,7 @@ def _to_chunk(model: Model, n_prompt: int, result, params: DiffusionParams, stop
                       decode_seconds=result.decode_seconds, sampling_seconds=result.sampling_seconds,
                       steps=result.steps_run)
     effective = {k: (v.name if isinstance(v, IntEnum) else v) for k, v in asdict(params).items()}
-    effective.update(canvas_length=canvas, max_tokens=canvas - n_prompt, stop=list(stop),
+    effective.update(canvas_length=canvas, max_tokens=min(max_tokens, canvas - n_prompt), stop=list(stop),
                      shift_logits=model.shift_logits, mask_token_id=model.mask_token)
     completion = Completion(
         text=text, tokens=tokens, prompt_tokens=n_prompt, finish_reason=finish, kind="diffusion",
