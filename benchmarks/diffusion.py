@@ -90,11 +90,10 @@ def quick_configs() -> list[DiffConfig]:
     """``make bench-quick``: the same kinds of comparison on the tiny test models."""
     L, D = "llada-tiny", "dream-tiny"
     return [
-        _cfg("tiny-llada-c64-s16", L, 64, 16),
+        _cfg("tiny-llada-c64-s16", L, 64, 16, role="rss"),
         _cfg("tiny-llada-c64-s16-full", L, 64, 16, top_k=0),
         _cfg("tiny-llada-c64-s16-timestep-entropy-full", L, 64, 16, schedule="timestep", algorithm=1, top_k=0),
-        _cfg("tiny-llada-c128-s16", L, 128, 16, role="rss"),
-        _cfg("tiny-llada-c128-s16-cfg", L, 128, 16, cfg_scale=1.0, role="rss_cfg"),
+        _cfg("tiny-llada-c64-s16-cfg", L, 64, 16, cfg_scale=1.0, role="rss_cfg"),
         _cfg("tiny-dream-c64-s16-timestep", D, 64, 16, schedule="timestep", algorithm=1, temperature=0.2,
              top_p=0.95, top_k=0),
     ]

@@ -32,7 +32,7 @@ def _run_harness(tmp_path: Path, *args: str) -> dict:
 def test_quick_diffusion_asserts_token_identity_and_writes_the_keys(tmp_path):
     # One full-vocabulary configuration (llama-diffusion-cli) and one with CFG (ref_driver).
     results = _run_harness(tmp_path, "--sections", "diffusion", "--configs",
-                           "tiny-llada-c64-s16-full,tiny-llada-c128-s16-cfg")
+                           "tiny-llada-c64-s16-full,tiny-llada-c64-s16-cfg")
     assert set(results["targets"]) == set(run.TARGETS)
     d = results["diffusion"]
     assert d["token_identity_asserted"] == 2
