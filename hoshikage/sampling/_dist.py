@@ -93,11 +93,13 @@ def dist_sorted(logits: np.ndarray, size: np.ndarray, ids: np.ndarray,
     """Dist on sorted arrays ``logits`` [r, m] float32 (-inf padding past ``size``): the max
     is ``data[0]``. Size-1 arrays get p = 1 (the C returns early, after drawing)."""
     r, m = logits.shape
-    e = np.empty((r, m), dtype=np.float32)
+    e = np.zeros((r, m), dtype=np.float32)  # padding stays 0
     ex = ExpfRows(m)
     with np.errstate(invalid="ignore"):
         for i in range(r):
-            ex.row(logits[i] - logits[i, 0], e[i], i * m, False)
+            k = int(size[i])
+            x = logits[i, :k] - logits[i, 0]
+            ex.row(x, e[i, :k], i * m, bool(k and x.min() >= np.float32(-87.0)))
     ex.finish(e.reshape(-1))
     one = size == 1
     e[one] = 0.0

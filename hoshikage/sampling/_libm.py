@@ -155,19 +155,23 @@ class ExpfRows:
         self.fix_x: list = []
 
     def row(self, x: np.ndarray, out: np.ndarray, offset: int, in_range: bool) -> None:
+        """expf of float32 [k] ``x`` (k <= m) into ``out``; ``offset`` locates ``out`` in the
+        flat array later given to ``finish``; ``in_range``: all x in [-87, 88]."""
+        k = len(x)
+        e64, t, d = self.e64[:k], self.t[:k], self.d[:k]
         with np.errstate(all="ignore"):
-            np.copyto(self.e64, x)  # exp(x, out=e64) alone would run numpy's float32 exp
-            np.exp(self.e64, out=self.e64)
-            out[...] = self.e64
+            np.copyto(e64, x)  # exp(x, out=e64) alone would run numpy's float32 exp
+            np.exp(e64, out=e64)
+            out[...] = e64
             if _LITTLE:
-                np.add(self.e64.view(np.uint32)[0::2], self.add, out=self.t)
-                np.left_shift(self.t, np.uint32(3), out=self.t)
-                np.less(self.t, self.lim, out=self.d)
+                np.add(e64.view(np.uint32)[0::2], self.add, out=t)
+                np.left_shift(t, np.uint32(3), out=t)
+                np.less(t, self.lim, out=d)
             else:
-                self.d[...] = _near_f32_midpoint(self.e64, _EXPF_BAND, check_range=False)
+                d[...] = _near_f32_midpoint(e64, _EXPF_BAND, check_range=False)
             if not in_range:
-                self.d |= ~((x >= _EXPF_NORMAL_LO) & (x <= _EXPF_NORMAL_HI))
-        idx = np.flatnonzero(self.d)
+                d |= ~((x >= _EXPF_NORMAL_LO) & (x <= _EXPF_NORMAL_HI))
+        idx = np.flatnonzero(d)
         if idx.size:
             self.fix_at.append(idx + offset)
             self.fix_x.append(x[idx])

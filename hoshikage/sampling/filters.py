@@ -44,9 +44,10 @@ class Candidates:
     rows: Sequence[np.ndarray] | None = None
     temp: np.float32 | None = None
     logits: np.ndarray | None = None
-    ids: np.ndarray | None = None
-    # Sorted from fresh rows: how each row's order can be replayed exactly (the raw rows
-    # and per row the C++ sort's (npartial, entries needed)); see fix_tied_tokens.
+    ids: np.ndarray | None = None  # -1 where not worked out (see fix_tied_tokens)
+    # Sorted from fresh rows: the logits before any temp (float32 [r, m]), the fresh rows,
+    # and per row the C++ sort that made the order, (npartial, entries kept), for replay.
+    raw: np.ndarray | None = None
     source: Sequence[np.ndarray] | None = None
     replay: list | None = None
 
@@ -63,23 +64,26 @@ def full_candidates(rows: Sequence[np.ndarray]) -> Candidates:
     return Candidates(False, np.full(len(rows), n, dtype=np.int64), rows=rows)
 
 
-def _sorted(ids: list, rows: Sequence[np.ndarray], size: np.ndarray, replay: list) -> Candidates:
+def _sorted(vals: list, ids: list, rows: Sequence[np.ndarray], size: np.ndarray,
+            replay: list) -> Candidates:
+    """Pack per-row sorted values (and ids, or None where unknown) into padded arrays."""
     width = max(int(size.max()), 1)
-    logits = np.full((len(ids), width), -np.inf, dtype=np.float32)
-    out_ids = np.zeros((len(ids), width), dtype=np.int32)
-    for i, o in enumerate(ids):
-        logits[i, :len(o)] = rows[i][o]
-        out_ids[i, :len(o)] = o
-    return Candidates(True, size.astype(np.int64), logits=logits, ids=out_ids, source=rows,
-                      replay=replay)
+    logits = np.full((len(vals), width), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(vals), width), -1, dtype=np.int32)
+    for i, (v, o) in enumerate(zip(vals, ids)):
+        logits[i, :len(v)] = v
+        if o is not None:
+            out_ids[i, :len(o)] = o
+    return Candidates(True, size.astype(np.int64), logits=logits, ids=out_ids,
+                      raw=logits.copy(), source=rows, replay=replay)
 
 
 def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
     """``cur_p->size = size`` on a sorted batch; the dropped tail becomes -inf padding."""
     logits = c.logits.copy()
     logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
-    return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids, source=c.source,
-                      replay=c.replay)
+    return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids, raw=c.raw,
+                      source=c.source, replay=c.replay)
 
 
 def seq_sum_f32(x: np.ndarray) -> np.ndarray:
@@ -120,7 +124,7 @@ def _row_top(row: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
         else:
             idx = cand[np.argpartition(vals[keep], cand.size - m)[cand.size - m:]]
     vals = row[idx]
-    order = np.argsort(-vals, kind="stable")
+    order = np.argsort(-vals)  # any order among equal values: see fix_tied_tokens
     return idx[order], vals[order]
 
 
@@ -144,31 +148,37 @@ def top_k(c: Candidates, k: int) -> Candidates:
         return _truncated(c, np.minimum(c.size, k))
     n = int(c.size[0])
     k = min(k, n)
-    ids = []
+    vals, ids = [], []
     for row in c.rows:
-        idx, vals = _row_top(row, k)
-        if _order_unsure(vals, k > 128):
+        idx, v = _row_top(row, k)
+        if _order_unsure(v, k > 128):
             idx = _stl.partial_sort_inplace_order(row, k)
-        ids.append(idx[:k])
-    return _sorted(ids, c.rows, np.full(len(ids), k), [(k, k)] * len(ids))
+            v = row[idx]
+        vals.append(v)
+        ids.append(idx)
+    return _sorted(vals, ids, c.rows, np.full(len(ids), k), [(k, k)] * len(ids))
 
 
 def fix_tied_tokens(c: Candidates, d: DistResult) -> None:
-    """Give rows whose sampled logit is tied the id llama.cpp's sort puts there.
+    """Work out the sampled token id of each sorted row.
 
-    Every value the chain computes depends only on the sorted logit values, which ties
-    do not change; the sampled id does when other ids share its logit. Those rows (rare
-    with real logits) replay the C++ sort element by element.
+    Every value the chain computes depends only on the sorted logit values; only the id
+    at the sampled index can depend on how llama.cpp's unstable sorts order equal logits.
+    A logit no other id shares names its id; tied ones (rare with real logits) replay
+    the C++ sort element by element.
     """
     if not c.sorted or c.replay is None:
         return
     for i in range(len(c.size)):
-        row = c.source[i]
-        if np.count_nonzero(row == row[c.ids[i, d.selected[i]]]) > 1:
+        j = int(d.selected[i])
+        hits = np.flatnonzero(c.source[i] == c.raw[i, j])
+        if hits.size == 1:
+            c.ids[i, j] = d.token[i] = hits[0]
+        else:
             npartial, need = c.replay[i]
-            exact = _stl.partial_sort_inplace_order(row, npartial, need)
+            exact = _stl.partial_sort_inplace_order(c.source[i], npartial, need)
             c.ids[i, :need] = exact
-            d.token[i] = exact[d.selected[i]]
+            d.token[i] = exact[j]
 
 
 def top_p(c: Candidates, p: float) -> Candidates:
@@ -181,10 +191,12 @@ def top_p(c: Candidates, p: float) -> Candidates:
         # llama_sampler_softmax_impl(cur_p, false): max is data[0], float running sum.
         L = c.logits
         ex = ExpfRows(L.shape[1])
-        e = np.empty_like(L)
+        e = np.zeros_like(L)  # padding: exact zeros in the sums
         with np.errstate(invalid="ignore"):
             for i in range(L.shape[0]):
-                ex.row(L[i] - L[i, 0], e[i], i * L.shape[1], False)
+                k = int(c.size[i])
+                x = L[i, :k] - L[i, 0]
+                ex.row(x, e[i, :k], i * L.shape[1], bool(k and x.min() >= np.float32(-87.0)))
         ex.finish(e.reshape(-1))
         cs = np.cumsum(e / seq_sum_f32(e)[:, None], axis=1, dtype=np.float32)
         hit = (cs >= p32) & (np.arange(L.shape[1]) < c.size[:, None])
@@ -195,35 +207,51 @@ def top_p(c: Candidates, p: float) -> Candidates:
 def _top_p_rows(c: Candidates, p32: np.float32) -> Candidates:
     """top_p on fresh rows. The C sorts the top 256 (everything at <= 1024 entries) and
     scans; if the running sum falls short it sorts the whole array and goes on. The scan
-    only sees values, so here growing partial sorts find the cut, then ties are checked."""
+    only sees values, so values are all that is sorted here (ids: fix_tied_tokens)."""
     n = int(c.size[0])
     ex = ExpfRows(n)
     e = np.empty(n, dtype=np.float32)
-    ids, last, replay = [], np.empty(len(c.rows), dtype=np.int64), []
+    vals, ids, last, replay = [], [], np.empty(len(c.rows), dtype=np.int64), []
+    first = _TOP_P_FIRST if n > _TOP_P_SMALL else n
     for i, row in enumerate(c.rows):
         mx = row.max()
         with np.errstate(invalid="ignore"):
             ex.row(row - mx, e, 0, bool(row.min() - mx >= np.float32(-87.0)))
         ex.finish(e)
-        cum = np.cumsum(e, dtype=np.float32)[-1]  # float running sum, id order
-        first = _TOP_P_FIRST if n > _TOP_P_SMALL else n
-        if _order_unsure(row[np.argmax(row)][None], n > 128):
+        cum = np.cumsum(e, dtype=np.float32)[-1]  # softmax_impl's float sum, id order
+        if _order_unsure(np.array([mx]), n > 128):
             idx, last[i], npartial = _top_p_replayed(row, e, cum, p32, first)
-            replay.append((npartial, int(last[i])))
+            vals.append(row[idx[:last[i]]])
             ids.append(idx[:last[i]])
+            replay.append((npartial, int(last[i])))
             continue
-        m, phase2 = first, False
-        while True:
-            idx, vals = _row_top(row, min(m + 1, n))
-            cs = np.cumsum(e[idx[:m]] / cum, dtype=np.float32)
+        # the expf of a logit depends on its value only, so recomputing it on sorted
+        # values gives the C's probabilities in the C's order
+        k = min(first + 1, n)
+        v = -np.sort(-np.partition(row, n - k)[n - k:])
+        cs = np.cumsum(_expf_sorted(v[:first], mx) / cum, dtype=np.float32)
+        hit = np.flatnonzero(cs >= p32)
+        npartial = first
+        if not hit.size and n > first:
+            npartial = n
+            v = -np.sort(-row)
+            cs = np.cumsum(_expf_sorted(v, mx) / cum, dtype=np.float32)
             hit = np.flatnonzero(cs >= p32)
-            if hit.size or m >= n:
-                break
-            m, phase2 = min(4 * m, n), True
         last[i] = hit[0] + 1 if hit.size else n
-        replay.append((n if (phase2 or n <= _TOP_P_SMALL) else first, int(last[i])))
-        ids.append(idx[:last[i]])
-    return _sorted(ids, c.rows, last, replay)
+        vals.append(v[:last[i]])
+        ids.append(None)
+        replay.append((npartial if n > _TOP_P_SMALL else n, int(last[i])))
+    return _sorted(vals, ids, c.rows, last, replay)
+
+
+def _expf_sorted(v: np.ndarray, mx: np.float32) -> np.ndarray:
+    out = np.empty(len(v), dtype=np.float32)
+    ex = ExpfRows(len(v))
+    with np.errstate(invalid="ignore"):
+        x = v - mx
+        ex.row(x, out, 0, bool(len(x) == 0 or x.min() >= np.float32(-87.0)))
+    ex.finish(out)
+    return out
 
 
 def _top_p_replayed(row, e, cum, p32, first):
