@@ -308,6 +308,9 @@ _LOGF_INVC13, _LOGF_Y013 = _logf_tables()
 _LOGF_TAB13 = _LOGF_INVC13 + 1j * _LOGF_Y013
 
 
+_LOGF_SLICE = 16384  # keeps the float64 temporaries in L2
+
+
 class LogfRows:
     """glibc ``logf`` over rows of one length of positive normal floats, reusing buffers.
 
@@ -317,6 +320,7 @@ class LogfRows:
     """
 
     def __init__(self, m: int) -> None:
+        m = min(m, _LOGF_SLICE)
         self.u = np.empty(m, dtype=np.uint32)
         self.j = np.empty(m, dtype=np.intp)
         self.r = np.empty(m, dtype=np.float64)
@@ -326,20 +330,26 @@ class LogfRows:
         self.c = np.empty(m, dtype=np.complex128)
 
     def row(self, x: np.ndarray, out: np.ndarray) -> None:
-        """``out[:] = logf(x)`` for float32 [m] ``x``."""
+        """``out[:] = logf(x)`` for float32 [k] ``x`` (k <= m), in cache-sized slices."""
         if not (x.min() >= np.float32(2.0**-126) and x.max() < np.float32(np.inf)):
             out[...] = logf(x)
             return
-        u, j, r, r2, y, t = self.u, self.j, self.r, self.r2, self.y, self.t
+        for a in range(0, len(x), _LOGF_SLICE):
+            self._slice(x[a:a + _LOGF_SLICE], out[a:a + _LOGF_SLICE])
+
+    def _slice(self, x: np.ndarray, out: np.ndarray) -> None:
+        k = len(x)
+        u, j, r, r2, y, t, c = (b[:k] for b in (self.u, self.j, self.r, self.r2, self.y,
+                                                self.t, self.c))
         ix = x.view(np.uint32)
         np.subtract(ix, _LOGF_OFF, out=u)  # tmp
         np.right_shift(u, np.uint32(19), out=j)
-        np.take(_LOGF_TAB13, j, out=self.c, mode="clip")  # (invc, y0); take: numpy's fastest
+        np.take(_LOGF_TAB13, j, out=c, mode="clip")  # (invc, y0); take: numpy's fastest
         np.bitwise_and(u, np.uint32(0xFF800000), out=u)
         np.subtract(ix, u, out=u)  # iz: x scaled into [OFF, 2*OFF)
-        np.multiply(u.view(np.float32), self.c.real, out=r)
+        np.multiply(u.view(np.float32), c.real, out=r)
         r -= 1.0
-        np.add(self.c.imag, r, out=t)  # y0 + r
+        np.add(c.imag, r, out=t)  # y0 + r
         np.multiply(r, r, out=r2)
         np.multiply(r, _LOGF_A[1], out=y)
         y += _LOGF_A[2]
