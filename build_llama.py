@@ -251,7 +251,7 @@ def cmake_options(cuda: bool, with_server: bool) -> list[str]:
         *cpu_options(),
     ]
     if cuda:
-        opts.append("-DGGML_CUDA=ON")
+        opts += ["-DGGML_CUDA=ON", "-DGGML_CUDA_NCCL=OFF"]
     opts += os.environ.get("HOSHIKAGE_CMAKE_ARGS", "").split()
     return opts
 
@@ -265,14 +265,15 @@ def native_inputs_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def build(tree: Path, build_dir: Path, opts: list[str], cuda: bool, with_server: bool, jobs: int) -> None:
+def build(tree: Path, build_dir: Path, opts: list[str], cuda: bool, with_server: bool, tools: bool,
+          jobs: int) -> None:
     fix_cmake = "Install cmake (>= 3.14) and a C/C++ compiler: apt-get install cmake g++."
     if cuda:
         fix_cmake += " --cuda also needs the CUDA toolkit (nvcc on PATH)."
     log(f"[2/5] cmake configure in {build_dir}")
     run(["cmake", "-S", str(NATIVE_DIR), "-B", str(build_dir), f"-DLLAMA_SOURCE_DIR={tree}", *opts],
         "cmake", fix_cmake, quiet=True)
-    targets = LIBRARY_TARGETS + REFERENCE_TOOLS + (SERVER_TOOLS if with_server else [])
+    targets = LIBRARY_TARGETS + (REFERENCE_TOOLS if tools else []) + (SERVER_TOOLS if with_server else [])
     log(f"[3/5] building {', '.join(targets)} with {jobs} jobs (about 7 minutes on 2 cores the first time)")
     t0 = time.time()
     run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *targets],
@@ -450,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cuda", action="store_true", help="build the CUDA backend (needs nvcc)")
     ap.add_argument("--with-server", action="store_true", help="also build llama-server (benchmarks)")
+    ap.add_argument("--no-tools", action="store_true",
+                    help="build only the libraries (libllama + the reference shim), not the reference programs")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel build jobs")
     ap.add_argument("--force", action="store_true", help="rebuild even if the cache says it is current")
     ap.add_argument("--print-dir", action="store_true", help="print the build folder and exit")
@@ -462,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         tree, commit, source_id = resolve_source(root)
         cmake_opts = cmake_options(args.cuda, args.with_server)
         options = {"cuda": args.cuda, "server": args.with_server, "format": CACHE_FORMAT, "cmake": cmake_opts}
+        if args.no_tools:  # a library-only build gets its own folder (its manifest lists no tools)
+            options["tools"] = False
         key = hashlib.sha256(json.dumps([source_id, options], sort_keys=True).encode()).hexdigest()[:16]
         build_dir = root / "build" / key
         if args.print_dir:
@@ -475,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                 (root / "current.json").write_text(json.dumps({"build_dir": str(build_dir)}) + "\n")
                 log(f"up to date: {build_dir}")
                 return 0
-        build(tree, build_dir, cmake_opts, args.cuda, args.with_server, args.jobs)
+        build(tree, build_dir, cmake_opts, args.cuda, args.with_server, not args.no_tools, args.jobs)
         bin_dir = build_dir / "bin"
         log("[4/5] generating the cffi cdef from llama.h")
         cdef = generate_cdef(tree, commit)
