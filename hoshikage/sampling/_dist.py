@@ -88,26 +88,40 @@ def _select_exact(e64: np.ndarray, rnd: float, size: int) -> tuple[int, float]:
     return j, total
 
 
+def sorted_expf(logits: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """``expf(l - data[0].logit)`` over sorted arrays [r, m], exact zeros past ``size``."""
+    r, m = logits.shape
+    valid = np.arange(m) < size[:, None]
+    with np.errstate(invalid="ignore"):
+        x = np.where(valid, logits - logits[:, :1], np.float32(0.0))
+    if m <= _FAST_MIN:  # small arrays: the whole batch at once
+        e = expf(x)
+    else:
+        e = np.empty((r, m), dtype=np.float32)
+        ex = ExpfRows(m)
+        for i in range(r):
+            ex.row(x[i], e[i], i * m, bool(x[i].min() >= np.float32(-87.0)))
+        ex.finish(e.reshape(-1))
+    e[~valid] = 0.0
+    return e
+
+
 def dist_sorted(logits: np.ndarray, size: np.ndarray, ids: np.ndarray,
                 rnd: np.ndarray) -> DistResult:
     """Dist on sorted arrays ``logits`` [r, m] float32 (-inf padding past ``size``): the max
     is ``data[0]``. Size-1 arrays get p = 1 (the C returns early, after drawing)."""
     r, m = logits.shape
-    e = np.zeros((r, m), dtype=np.float32)  # padding stays 0
-    ex = ExpfRows(m)
-    with np.errstate(invalid="ignore"):
-        for i in range(r):
-            k = int(size[i])
-            x = logits[i, :k] - logits[i, 0]
-            ex.row(x, e[i, :k], i * m, bool(k and x.min() >= np.float32(-87.0)))
-    ex.finish(e.reshape(-1))
+    e = sorted_expf(logits, size)
     one = size == 1
     e[one] = 0.0
     e[one, 0] = 1.0
-    total = np.empty(r, dtype=np.float64)
-    sel = np.empty(r, dtype=np.int64)
-    for i in range(r):
-        sel[i], total[i] = _select_exact(e[i].astype(np.float64), float(rnd[i]), int(size[i]))
+    cs = np.cumsum(e, axis=1, dtype=np.float64)  # accumulate: left to right per row
+    total = cs[:, -1].copy()
+    tgt = total * rnd
+    # first index whose running sum reaches the target (running sums never decrease)
+    sel = np.count_nonzero(cs < tgt[:, None], axis=1)
+    bad = (sel >= size) | np.isnan(tgt)
+    sel[bad] = size[bad] - 1  # the C's "not found" fallback (NaN logits only)
     token = ids[np.arange(r), sel].astype(np.int32)
     return DistResult(sel, token, e, total, np.ones(r, dtype=bool), _err_log2(m))
 

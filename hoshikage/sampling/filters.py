@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _stl
-from ._dist import DistResult, dist_full, dist_sorted
+from ._dist import DistResult, dist_full, dist_sorted, sorted_expf
 from ._libm import ExpfRows
 from ._seq import seq_sum
 
@@ -50,6 +50,7 @@ class Candidates:
     raw: np.ndarray | None = None
     source: Sequence[np.ndarray] | None = None
     replay: list | None = None
+    distinct: np.ndarray | None = None  # bool [r]: kept logits known to be unique in the row
 
     def id_at(self, col: np.ndarray) -> np.ndarray:
         """Token id at array index ``col`` [r] of each row: int32 [r]."""
@@ -83,7 +84,7 @@ def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
     logits = c.logits.copy()
     logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
     return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids, raw=c.raw,
-                      source=c.source, replay=c.replay)
+                      source=c.source, replay=c.replay, distinct=c.distinct)
 
 
 def seq_sum_f32(x: np.ndarray) -> np.ndarray:
@@ -148,15 +149,20 @@ def top_k(c: Candidates, k: int) -> Candidates:
         return _truncated(c, np.minimum(c.size, k))
     n = int(c.size[0])
     k = min(k, n)
-    vals, ids = [], []
+    vals, ids, distinct = [], [], []
     for row in c.rows:
-        idx, v = _row_top(row, k)
+        idx, v = _row_top(row, min(k + 1, n))  # one extra: is the cut-off value shared?
         if _order_unsure(v, k > 128):
             idx = _stl.partial_sort_inplace_order(row, k)
             v = row[idx]
-        vals.append(v)
-        ids.append(idx)
-    return _sorted(vals, ids, c.rows, np.full(len(ids), k), [(k, k)] * len(ids))
+            distinct.append(False)
+        else:
+            distinct.append(not (v[1:] == v[:-1]).any())
+        vals.append(v[:k])
+        ids.append(idx[:k])
+    out = _sorted(vals, ids, c.rows, np.full(len(ids), k), [(k, k)] * len(ids))
+    out.distinct = np.array(distinct)
+    return out
 
 
 def fix_tied_tokens(c: Candidates, d: DistResult) -> None:
@@ -171,6 +177,8 @@ def fix_tied_tokens(c: Candidates, d: DistResult) -> None:
         return
     for i in range(len(c.size)):
         j = int(d.selected[i])
+        if c.distinct is not None and c.distinct[i]:
+            continue  # ids are known and no other id shares the value
         hits = np.flatnonzero(c.source[i] == c.raw[i, j])
         if hits.size == 1:
             c.ids[i, j] = d.token[i] = hits[0]
@@ -190,14 +198,7 @@ def top_p(c: Candidates, p: float) -> Candidates:
     if c.sorted:
         # llama_sampler_softmax_impl(cur_p, false): max is data[0], float running sum.
         L = c.logits
-        ex = ExpfRows(L.shape[1])
-        e = np.zeros_like(L)  # padding: exact zeros in the sums
-        with np.errstate(invalid="ignore"):
-            for i in range(L.shape[0]):
-                k = int(c.size[i])
-                x = L[i, :k] - L[i, 0]
-                ex.row(x, e[i, :k], i * L.shape[1], bool(k and x.min() >= np.float32(-87.0)))
-        ex.finish(e.reshape(-1))
+        e = sorted_expf(L, c.size)  # padding: exact zeros in the sums
         cs = np.cumsum(e / seq_sum_f32(e)[:, None], axis=1, dtype=np.float32)
         hit = (cs >= p32) & (np.arange(L.shape[1]) < c.size[:, None])
         return _truncated(c, np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.size))
