@@ -5,9 +5,11 @@ builds the chain (top_k if > 0, top_p(min_keep=1) if < 1, temp if > 0, then dist
 float32 where the C uses float and float64 where it uses double, and the same summation
 order. A batch of ``r`` candidate arrays (one per masked position) is a :class:`Candidates`.
 
-Orders among equal logits come from llama.cpp's unstable sorts. The numpy paths are exact
-whenever the logits that matter are distinct; rows with ties there (or huge values) are
-redone by :mod:`._stl`, which replays the C++ sorts element by element.
+Orders among equal logits come from llama.cpp's unstable sorts. Every value computed
+depends only on the sorted logit values, so numpy sorts them; the one thing a tie can
+change, the sampled id, is settled afterwards by :func:`fix_tied_tokens`, which replays the
+C++ sorts element by element (:mod:`._stl`) when the sampled logit is shared. Rows with
+NaN or huge logits, which llama.cpp's bucket sort misorders, are replayed upfront.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ._libm import ExpfRows
 from ._seq import seq_sum
 
 __all__ = ["Candidates", "DistResult", "full_candidates", "top_k", "top_p", "temperature",
-           "dist", "apply_chain", "seq_sum_f32"]
+           "dist", "apply_chain", "fix_tied_tokens"]
 
 _TOP_P_FIRST = 256  # llama_sampler_top_p_apply's first partial sort size
 _TOP_P_SMALL = 1024  # at or below this size top_p sorts the whole array in place
@@ -52,12 +54,6 @@ class Candidates:
     replay: list | None = None
     distinct: np.ndarray | None = None  # bool [r]: kept logits known to be unique in the row
 
-    def id_at(self, col: np.ndarray) -> np.ndarray:
-        """Token id at array index ``col`` [r] of each row: int32 [r]."""
-        if not self.sorted:
-            return np.asarray(col).astype(np.int32)
-        return self.ids[np.arange(len(col)), col].astype(np.int32)
-
 
 def full_candidates(rows: Sequence[np.ndarray]) -> Candidates:
     """Fresh arrays as the loop fills them: every id, in id order, unsorted."""
@@ -85,11 +81,6 @@ def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
     logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
     return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids, raw=c.raw,
                       source=c.source, replay=c.replay, distinct=c.distinct)
-
-
-def seq_sum_f32(x: np.ndarray) -> np.ndarray:
-    """Left-to-right float32 sum of each row of ``x`` [r, m] -> float32 [r] (no pairwise)."""
-    return seq_sum(x, np.float32)
 
 
 _GROUPS = 64  # group g holds positions g, g + stride, g + 2*stride, ... (stride = n // 64)
@@ -199,7 +190,7 @@ def top_p(c: Candidates, p: float) -> Candidates:
         # llama_sampler_softmax_impl(cur_p, false): max is data[0], float running sum.
         L = c.logits
         e = sorted_expf(L, c.size)  # padding: exact zeros in the sums
-        cs = np.cumsum(e / seq_sum_f32(e)[:, None], axis=1, dtype=np.float32)
+        cs = np.cumsum(e / seq_sum(e, np.float32)[:, None], axis=1, dtype=np.float32)
         hit = (cs >= p32) & (np.arange(L.shape[1]) < c.size[:, None])
         return _truncated(c, np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, c.size))
     return _top_p_rows(c, p32)
