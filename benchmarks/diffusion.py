@@ -69,7 +69,7 @@ def full_configs() -> list[DiffConfig]:
     """The matrix of ``make bench``: one factor at a time around llada-bench c256 s64.
 
     Steps scale the time linearly and leave the per-step figures alone, so the steps sweep
-    (32/64/128) runs on the 128 canvas and the larger canvases use fewer steps.
+    (32/64/128) runs on the 128 canvas and the 512 canvas (there for peak RSS) uses 16.
     """
     L, D = "llada-bench", "dream-bench"
     return [
@@ -79,8 +79,8 @@ def full_configs() -> list[DiffConfig]:
         _cfg("llada-c256-s64", L, 256, 64),
         _cfg("llada-c256-s64-full", L, 256, 64, top_k=0),
         _cfg("llada-c256-s64-timestep-entropy-full", L, 256, 64, schedule="timestep", algorithm=1, top_k=0),
-        _cfg("llada-c512-s32", L, 512, 32, role="rss"),
-        _cfg("llada-c512-s32-cfg", L, 512, 32, cfg_scale=1.0, role="rss_cfg"),
+        _cfg("llada-c512-s16", L, 512, 16, role="rss"),
+        _cfg("llada-c512-s16-cfg", L, 512, 16, cfg_scale=1.0, role="rss_cfg"),
         _cfg("dream-c256-s64-timestep", D, 256, 64, schedule="timestep", algorithm=1, temperature=0.2,
              top_p=0.95, top_k=0),
     ]
