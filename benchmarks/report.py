@@ -177,9 +177,18 @@ def render(results: dict, images: list[str]) -> str:
         f"{load('load_average_at_end')}. A load above the core count means other work shared the CPUs: "
         "absolute figures are then noisy, ratios within a repetition much less so.",
         f"- llama.cpp {results.get('llama_cpp_commit')}; {results['threads']} thread(s) on every side; "
-        f"{results['reps']} timed repetitions per comparison, sides alternated.",
+        f"{results['reps']} timed repetition(s) per comparison, sides alternated.",
         "", "## Targets", "", *_targets_table(results), "",
     ]
+    if results.get("merged"):
+        lines += ["Sections were measured by separate runs (`--merge`):", ""]
+        for name in ("diffusion", "ar", "server"):
+            m = (results.get(name) or {}).get("measured")
+            if m:
+                a, b = m["load_average_1min"]
+                lines.append(f"- {name}: {m['started']}, {m['mode']} mode, {m['reps']} repetitions, {m['threads']} "
+                             f"thread(s), 1-min load {a:.2f} → {b:.2f}: `{m['command']}`")
+        lines.append("")
     if "diffusion" in results:
         d = results["diffusion"]
         lines += ["## Diffusion: Hoshikage vs llama.cpp (reference mode)", ""]

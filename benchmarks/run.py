@@ -13,6 +13,7 @@ token-identity assertion included); the report is written anyway.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", help="only the diffusion configurations of these presets (comma-separated)")
     ap.add_argument("--configs", help="only the diffusion configurations with these names (comma-separated)")
     ap.add_argument("--out", type=Path, default=HERE, help="folder for results.json, RESULTS.md, plots/")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other sections of the results.json already in --out (re-run one section)")
     ap.add_argument("--no-build-lcpp", action="store_true",
                     help="never build llama-cpp-python's venv (the full run builds it when missing)")
     args = ap.parse_args(argv)
@@ -114,7 +117,7 @@ def run_ar_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
         try:
             lcpp = lcpp_env.ensure(log)
         except RuntimeError as exc:
-            errors.append(f"llama-cpp-python build: {str(exc).splitlines()[0]}")
+            errors.append(f"ar: llama-cpp-python build: {str(exc).splitlines()[0]}")
             log(f"    llama-cpp-python could not be built: {exc}")
     max_tokens = 32 if args.quick else 128
     log(f"== autoregressive: SmolLM2, {max_tokens} tokens, {args.reps} repetitions, {args.threads} threads"
@@ -148,6 +151,21 @@ def run_server_section(args, errors: list[str]) -> dict[str, Any]:
     return out
 
 
+def _merged(path: Path, new: dict[str, Any], ran: list[str]) -> dict[str, Any]:
+    """``new`` plus the sections of the earlier results at ``path`` that were not run again."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return new
+    out = {**new, "errors": [e for e in old.get("errors", []) if e.split(":")[0].split()[0] not in ran]
+           + new["errors"]}
+    for name in SECTIONS:
+        if name not in ran and name in old:
+            out[name] = old[name]
+    out["merged"] = True
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -166,14 +184,20 @@ def main(argv: list[str] | None = None) -> int:
                 "ar": lambda: run_ar_section(args, manifest, errors),
                 "server": lambda: run_server_section(args, errors)}
     for name in args.sections:
+        started, load = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0]
         try:
             results[name] = sections[name]()
         except Exception as exc:  # a harness bug: keep the other sections, report it, fail at the end
             traceback.print_exc()
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    results["targets"] = evaluate(results)
+        results[name]["measured"] = {"started": started, "command": results["command"], "mode": results["mode"],
+                                     "reps": args.reps, "threads": args.threads,
+                                     "load_average_1min": [load, os.getloadavg()[0]]}
     results["errors"] = errors
+    if args.merge:
+        results = _merged(args.out / "results.json", results, args.sections)
+    results["targets"] = evaluate(results)
     results["seconds"] = round(time.time() - t0, 1)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     write_json(args.out / "results.json", results)
