@@ -56,7 +56,7 @@ class Model:
             raise ValueError(f"n_gpu_layers must be an int >= -1, got {n_gpu_layers!r}")
         lib = _ffi.lib()
         params = lib.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
+        params.n_gpu_layers = n_gpu_layers  # negative = all layers (llama.h)
         # llama.h folds mmap/mlock into one enum: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3.
         params.load_mode = (1 if use_mmap else 0) + (2 if use_mlock else 0)
         params.vocab_only = bool(vocab_only)

@@ -41,6 +41,7 @@ def lib() -> Any:
         if "lib" not in _state:
             build = find_native_build()
             ffi.cdef(build.cdef.read_text())
+            _preload_libstdcxx()
             handle = ffi.dlopen(str(build.library))
             _install_log_callback(handle)
             handle.llama_backend_init()
@@ -61,6 +62,22 @@ def reference_lib() -> Any:
                 )
             _state["reference"] = ffi.dlopen(str(path))
     return _state["reference"]
+
+
+def _preload_libstdcxx() -> None:
+    """Put the system libstdc++ in the global symbol scope before libllama is opened.
+
+    Seen on Ubuntu 24.04's Python 3.12 with numpy 2.5 loaded first: libllama then bound some
+    libstdc++ symbols elsewhere and crashed inside std::regex while loading the tokenizer
+    (SIGSEGV in llama_model_load_from_file). Loading libstdc++ with RTLD_GLOBAL first — what
+    LD_PRELOAD does — fixed it; where there is no such library this does nothing.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass
 
 
 def _install_log_callback(handle: Any) -> None:
