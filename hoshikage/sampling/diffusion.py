@@ -177,10 +177,14 @@ class _State:
             cond = src[uniq]  # a copy, taken before the second call invalidates src
             un_x = canvas.copy()
             un_x[:prompt_len] = mask
-            unc = logits_of(un_x)[uniq]
-            cond -= unc
-            cond *= np.float32(p.cfg_scale) + np.float32(1.0)
-            cond += unc
+            unc_view = logits_of(un_x)
+            scale = np.float32(p.cfg_scale) + np.float32(1.0)
+            for lo in range(0, uniq.size, CHUNK_ROWS):  # uncond rows are read in chunks, never copied whole
+                unc = unc_view[uniq[lo:lo + CHUNK_ROWS]]
+                part = cond[lo:lo + CHUNK_ROWS]
+                part -= unc
+                part *= scale
+                part += unc
             src, rows = cond, inv.reshape(-1)
         row0 = None
         if self.gumbel and not corrected:
