@@ -12,12 +12,13 @@ from .errors import (ClosedError, ContextError, DecodeError, GenerationCancelled
 from .generation import Chunk, Completion, SamplingParams, generate, prepare_prompt
 from .model import Model
 from .models import smollm2_path
+from .progress import ProgressBar, progress_bar
 from .sampling.params import Algorithm, DiffusionParams, Schedule
 
 __version__ = "1.1.0"
 
 __all__ = [
-    "Algorithm", "Chunk", "ClosedError", "Completion", "Context", "ContextError", "DecodeError",
+    "Algorithm", "Chunk", "ProgressBar", "progress_bar", "ClosedError", "Completion", "Context", "ContextError", "DecodeError",
     "DiffusionParams", "GenerationCancelled", "HoshikageError", "Model", "ModelLoadError",
     "SamplingParams", "Schedule", "generate", "prepare_prompt", "smollm2_path", "__version__",
 ]

@@ -167,3 +167,14 @@ def test_corrected_mode_runs_and_differs_from_reference(dream):
     fixed = hk.generate(dream, **base, diffusion={**diff, "corrected": True})
     assert fixed.params["corrected"] is True
     assert ref.tokens != fixed.tokens  # entropy ranks the other way round
+
+
+def test_progress_bar_counts_every_step(llada):
+    import io
+
+    stream = io.StringIO()
+    bar = hk.progress_bar(file=stream, model=llada, show_text=True, mininterval=0)
+    hk.generate(llada, messages=MESSAGES, max_tokens=32, temperature=0, diffusion=BLOCK, on_step=bar)
+    shown = stream.getvalue()
+    assert "8/8" in shown
+    assert bar._bar is None  # generate() finished and closed it

@@ -92,6 +92,9 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
             result = run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas,
                                    mask_token_id=mask, n_vocab=model.n_vocab, logits_fn=logits_fn,
                                    params=params, shift_logits=model.shift_logits, step_callback=step_callback)
+            finish = getattr(on_step, "finish", None)  # e.g. hoshikage.progress_bar(): fill and close it
+            if finish is not None:
+                finish(result.cancelled)
         finally:
             if context is None:
                 ctx.close()
