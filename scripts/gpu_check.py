@@ -20,20 +20,12 @@ import numpy as np
 import hoshikage as hk
 from hoshikage import _ffi
 from hoshikage.reference import reference_diffusion
-from hoshikage.sampling import Algorithm, DiffusionParams, Schedule, run_diffusion
+from hoshikage.generation.diffusion import diffuse
+from hoshikage.sampling import Algorithm, DiffusionParams, Schedule
 
 
 def ours(model, ctx, prompt, canvas, params):
-    def logits_fn(tokens):
-        ctx.decode(tokens, logits="all", pos=0)
-        return ctx.logits_view()
-
-    ctx.set_causal_attn(False)
-    try:
-        return run_diffusion(np.asarray(prompt, dtype=np.int32), canvas_length=canvas, mask_token_id=model.mask_token,
-                             n_vocab=model.n_vocab, logits_fn=logits_fn, params=params, shift_logits=model.shift_logits)
-    finally:
-        ctx.set_causal_attn(True)
+    return diffuse(model, ctx, prompt, canvas_length=canvas, params=params)
 
 
 def configs(arch_is_llada: bool):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hoshikage as hk
 from hoshikage.reference import reference_diffusion
-from hoshikage.sampling import Algorithm, DiffusionParams, Schedule, run_diffusion
+from hoshikage.generation.diffusion import diffuse
+from hoshikage.sampling import Algorithm, DiffusionParams, Schedule
 from hoshikage.testing.diffusion_models import ensure_test_model
 
 ARCHS = ["llada-tiny", "dream-tiny", "llada-moe-tiny", "rnd1-tiny"]
@@ -69,17 +69,7 @@ def configurations(draw):
 
 
 def run_ours(model, ctx, prompt, canvas, params):
-    def logits_fn(tokens):
-        ctx.decode(tokens, logits="all", pos=0)
-        return ctx.logits_view()
-
-    ctx.set_causal_attn(False)
-    try:
-        return run_diffusion(np.asarray(prompt, dtype=np.int32), canvas_length=canvas, mask_token_id=model.mask_token,
-                             n_vocab=model.n_vocab, logits_fn=logits_fn, params=params,
-                             shift_logits=model.shift_logits).tokens
-    finally:
-        ctx.set_causal_attn(True)
+    return diffuse(model, ctx, prompt, canvas_length=canvas, params=params).tokens
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=False,

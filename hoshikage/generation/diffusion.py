@@ -15,9 +15,29 @@ import numpy as np
 
 from ..context import Context
 from ..model import Model
-from ..sampling import plan_block_schedule, run_diffusion, validate_params
+from ..sampling import (DiffusionResult, StepCallback, plan_block_schedule, run_diffusion,
+                        validate_params)
 from ..sampling.params import DiffusionParams, Schedule
 from .types import Chunk, Completion, Timings
+
+
+def diffuse(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, canvas_length: int,
+            params: DiffusionParams, step_callback: StepCallback | None = None) -> DiffusionResult:
+    """Run the numpy diffusion loop over ``ctx``: each step is one non-causal pass of the
+    whole canvas, read back as a zero-copy ``[canvas, n_vocab]`` view. Causal attention is
+    off for the loop and restored afterwards. ``ctx.n_ubatch`` must be >= canvas_length."""
+
+    def logits_fn(tokens: np.ndarray) -> np.ndarray:
+        ctx.decode(tokens, logits="all", pos=0)
+        return ctx.logits_view()
+
+    ctx.set_causal_attn(False)
+    try:
+        return run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas_length,
+                             mask_token_id=model.mask_token, n_vocab=model.n_vocab, logits_fn=logits_fn,
+                             params=params, shift_logits=model.shift_logits, step_callback=step_callback)
+    finally:
+        ctx.set_causal_attn(True)
 
 
 def answer_tokens(model: Model, canvas_after_prompt: np.ndarray) -> tuple[list[int], bool]:
@@ -82,24 +102,15 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
 
     def run() -> Iterator[Chunk]:
         ctx = context or Context(model, n_ctx=canvas, n_batch=canvas, n_ubatch=canvas, n_threads=n_threads)
-
-        def logits_fn(tokens: np.ndarray) -> np.ndarray:
-            ctx.decode(tokens, logits="all", pos=0)
-            return ctx.logits_view()
-
         try:
-            ctx.set_causal_attn(False)
-            result = run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas,
-                                   mask_token_id=mask, n_vocab=model.n_vocab, logits_fn=logits_fn,
-                                   params=params, shift_logits=model.shift_logits, step_callback=step_callback)
+            result = diffuse(model, ctx, prompt_tokens, canvas_length=canvas, params=params,
+                             step_callback=step_callback)
             finish = getattr(on_step, "finish", None)  # e.g. hoshikage.progress_bar(): fill and close it
             if finish is not None:
                 finish(result.cancelled)
         finally:
             if context is None:
                 ctx.close()
-            else:
-                ctx.set_causal_attn(True)
         yield _to_chunk(model, len(prompt_tokens), result, params, stop, notes, canvas, max_tokens)
 
     return run()

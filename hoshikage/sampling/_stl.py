@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["partial_sort", "sort", "bucket_partial_sort", "partial_sort_inplace_order"]
+__all__ = ["partial_sort", "sort", "bucket_sort_order", "partial_sort_inplace_order"]
 
 _THRESHOLD = 16  # libstdc++ _S_threshold
 

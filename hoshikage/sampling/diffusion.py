@@ -13,7 +13,6 @@ Differences from the reference that do not change the tokens:
 """
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from dataclasses import dataclass

@@ -234,13 +234,10 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
 # --- cache ------------------------------------------------------------------------------
 
 def hoshikage_cache_root() -> Path:
-    """Same rule as build_llama.py / hoshikage._ffi: $HOSHIKAGE_CACHE_DIR, else
-    $XDG_CACHE_HOME/hoshikage, else ~/.cache/hoshikage."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hoshikage"
+    """The cache root shared with build_llama.py and hoshikage._ffi ($HOSHIKAGE_CACHE_DIR, ...)."""
+    from .._ffi._loader import cache_dir
+
+    return cache_dir()
 
 
 def default_cache_dir() -> Path:

@@ -111,7 +111,11 @@ def loop_ref() -> ctypes.CDLL:
         pytest.skip(f"llama-diffusion was built with ISA flags {flags}; the harness would differ")
     src = [NATIVE / "loop_ref.cpp"]  # it #includes examples/diffusion/diffusion.cpp
     inc = [f"-I{tree}/common", f"-I{tree}/examples/diffusion", f"-I{tree}/vendor"]
-    so = _compile("loop_ref.so", src, [*flags, "-std=c++17", "-fPIC", "-shared", "-Wl,-Bsymbolic",
+    # The stubs (llama_get_logits, llama_process, ...) must stay hidden: exported, they would
+    # also satisfy libllama's own calls once this library has loaded it, and crash later
+    # tests that use the real libllama in the same process.
+    so = _compile("loop_ref.so", src, [*flags, "-std=c++17", "-fPIC", "-shared", "-fvisibility=hidden",
+                                       "-Wl,-Bsymbolic",
                                        *inc, *_llama_link(tree, build)],
                   deps=(tree / "examples/diffusion/diffusion.cpp", tree / "src/llama-sampler.cpp"))
     return ctypes.CDLL(str(so))

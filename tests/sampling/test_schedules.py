@@ -41,7 +41,6 @@ def test_block_counts_sum(mask_count, steps):
 @given(st.integers(1, 200), st.integers(0, 2000), st.sampled_from([1e-3, 1e-4, 0.05]))
 def test_timestep_last_step_takes_all(total, remaining, eps):
     assert timestep_transfer_count(total - 1, total, remaining, eps) == remaining
-    done = 0
     left = remaining
     for step in range(total):
         n = timestep_transfer_count(step, total, left, eps)
