@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.hoshikage-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 3030
 
-.PHONY: install build models run demo test test-fast bench bench-quick clean help
+.PHONY: install build models run test bench bench-quick clean help
 
 help:
 	@echo "make run    - set up everything, then run the main job"
