@@ -148,9 +148,10 @@ def reference_driver(c: DiffConfig, model: Path, threads: int, manifest: dict, p
            repr(eps), str(block), repr(c.temperature), str(c.top_k), repr(c.top_p), str(c.seed),
            repr(c.cfg_scale), "0", "0", *map(str, prompt_tokens)]
     p = run_measured(cmd).check("ref_driver")
-    m = _TOTAL.search(p.stdout + p.stderr)
-    total_ms = float(re.search(r"total_ms: ([\d.]+)", p.stdout).group(1))
-    sampling = float(m.group(3)) if m else None
+    m, total = _TOTAL.search(p.stdout + p.stderr), re.search(r"total_ms: ([\d.]+)", p.stdout)
+    if not total or "\ntext:" not in p.stdout:
+        raise BenchError(f"ref_driver printed no result:\n{p.stdout[-1000:]}\n{p.stderr[-1000:]}")
+    total_ms, sampling = float(total.group(1)), float(m.group(3)) if m else None
     text = p.stdout.split("\ntext:", 1)[1][:-1]
     return {**_ref_figures(c, total_ms, sampling), "peak_rss_mb": p.peak_rss_mb, "wall_s": p.wall_s,
             "_after": text + "\n"}
@@ -229,6 +230,9 @@ def run_config(c: DiffConfig, model: Path, threads: int, reps: int, manifest: di
     n_gen = c.canvas - ident["n_prompt"]
     for i, row in enumerate(rows):
         r, h = row["reference"], row["hoshikage"]
+        if h["n_prompt"] != ident["n_prompt"]:
+            raise BenchError(f"{c.name}: hoshikage generate saw {h['n_prompt']} prompt tokens, "
+                             f"the identity check {ident['n_prompt']}")
         if not r.pop("_after").startswith(h.pop("_text") + "\n"):
             raise BenchError(f"{c.name} rep {i + 1}: the reference and Hoshikage printed different canvases")
         for side in (r, h):

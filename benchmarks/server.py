@@ -73,6 +73,24 @@ class _Client:
         return wall, json.loads(raw)
 
 
+def build_llama_server() -> int:
+    """``build_llama.py --with-server`` without moving ``current.json`` off the default build.
+
+    The server build is a separate cache folder; build_llama.py points ``current.json`` at
+    whatever it built last, which would switch every Hoshikage process on this machine to it.
+    """
+    sys.path.insert(0, str(REPO))
+    import build_llama
+
+    pointer = build_llama.cache_dir() / "current.json"
+    saved = pointer.read_text() if pointer.exists() else None
+    try:
+        return build_llama.main(["--with-server"])
+    finally:
+        if saved is not None:
+            pointer.write_text(saved)
+
+
 def find_llama_server() -> Path | None:
     """llama-server from the ``--with-server`` build, which has its own cache folder."""
     proc = subprocess.run([sys.executable, str(REPO / "build_llama.py"), "--with-server", "--print-dir"],
@@ -160,9 +178,8 @@ def _vs_llama_server(model_path: Path, threads: int, reps: int, max_tokens: int,
                      log: Callable[[str], None]) -> dict[str, Any]:
     exe = find_llama_server()
     if exe is None:
-        return {"skipped": "llama-server is not built; run `python build_llama.py --with-server` "
-                           "(a separate cached build), then `python build_llama.py` to make the default build "
-                           "current again"}
+        return {"skipped": "llama-server is not built; `python -m benchmarks.server --build-llama-server` "
+                           "builds it (a separate cached build, ~10 min on 2 cores)"}
     log("    against llama-server")
     p_ls = _free_port()
     hk_server, p_hk = _start_hoshikage_server(model_path, threads)
@@ -206,3 +223,9 @@ def _vs_llama_server(model_path: Path, threads: int, reps: int, max_tokens: int,
         "tokens_per_s_ratio": summary([ratio(h, l) for h, l in zip(tps["hoshikage_server"], tps["llama_server"])]),
         "reps": rows,
     }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--build-llama-server"]:
+        sys.exit("usage: python -m benchmarks.server --build-llama-server")
+    sys.exit(build_llama_server())
