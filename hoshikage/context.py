@@ -171,6 +171,8 @@ class Context:
         array of len(tokens). Inputs longer than n_batch are split; only the last chunk's
         logits remain readable. For diffusion models llama.cpp computes every row anyway.
         """
+        if logits == "last" and pos is None and len(tokens) == 1:
+            return self._decode_one(int(tokens[0]))
         toks = np.asarray(tokens, dtype=np.int64)
         n = len(toks)
         if toks.ndim != 1 or n == 0:
@@ -190,6 +192,19 @@ class Context:
         self.n_past = start + n
         self._n_outputs = produced
         return produced
+
+    def _decode_one(self, token: int) -> int:
+        """The autoregressive hot path: one token after the cache, logits for it (no numpy)."""
+        if not 0 <= token < self._n_vocab:
+            raise ValueError(f"tokens[0] = {token} is out of range [0, {self._n_vocab})")
+        if self.n_past + 1 > self.n_ctx:
+            raise ValueError(f"1 tokens at position {self.n_past} exceed the context (n_ctx={self.n_ctx})")
+        b = self._batch
+        b.token[0], b.pos[0], b.logits[0], b.n_tokens = token, self.n_past, 1, 1
+        check_decode(int(self._lib.llama_decode(self.ptr, b)))
+        self.n_past += 1
+        self._n_outputs = 1
+        return 1
 
     def _decode_chunk(self, toks: np.ndarray, want: np.ndarray, start: int) -> int:
         m = len(toks)
