@@ -6,7 +6,9 @@ unchecked input: paths are checked for existence and the GGUF magic first.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from . import _ffi
 from .chat_template import ChatMessage, normalize_messages, render_jinja_chat_template
 from .errors import ClosedError, ModelLoadError
+from .gguf_check import check_gguf_structure
 
 LLAMA_TOKEN_NULL = -1
 GGUF_MAGIC = b"GGUF"
@@ -54,17 +57,20 @@ class Model:
         self.path = check_gguf_file(path)
         if not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
             raise ValueError(f"n_gpu_layers must be an int >= -1, got {n_gpu_layers!r}")
+        check_gguf_structure(self.path)  # what llama.cpp would abort on (GGML_ASSERT) is refused here
         lib = _ffi.lib()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers  # negative = all layers (llama.h)
         # llama.h folds mmap/mlock into one enum: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3.
         params.load_mode = (1 if use_mmap else 0) + (2 if use_mlock else 0)
         params.vocab_only = bool(vocab_only)
-        ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        with _LlamaErrors() as errors:
+            ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if ptr == _ffi.NULL:
+            why = errors.reason()
             raise ModelLoadError(
-                f"llama.cpp could not load {self.path} (corrupt, truncated, or an unsupported "
-                "architecture; the hoshikage.llama log says why)")
+                f"llama.cpp could not load {self.path}: " + (why or "corrupt, truncated, or an unsupported "
+                                                               "architecture (the hoshikage.llama log says why)"))
         self._ptr = ptr
         self._lib = lib
         self._vocab = lib.llama_model_get_vocab(ptr)
@@ -337,6 +343,39 @@ class Model:
 
     def _token_text(self, token: int | None) -> str:
         return "" if token is None else self.token_to_piece(token, special=True).decode("utf-8", "replace")
+
+
+class _LlamaErrors(logging.Handler):
+    """Collects llama.cpp's error lines (routed to the ``hoshikage.llama`` logger) during a call
+    on this thread, so a failed load can say why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread and len(self.lines) < 20:
+            self.lines.append(record.getMessage().strip())
+
+    def __enter__(self) -> _LlamaErrors:
+        logging.getLogger("hoshikage.llama").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("hoshikage.llama").removeHandler(self)
+
+    def reason(self) -> str | None:
+        """The first specific lines (function-name prefixes and the generic "failed to load" dropped)."""
+        out: list[str] = []
+        for line in self.lines:
+            text = line.split("error loading model:", 1)[-1].strip()
+            head, sep, rest = text.partition(": ")
+            if sep and " " not in head:  # "gguf_init_from_reader: ..." -> "..."
+                text = rest.strip()
+            if text and "failed to load model" not in text and text not in out:
+                out.append(text)
+        return "; ".join(out[:2]) or None
 
 
 def _read_c_string(call: Any, size: int = 256) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import cffi
 
-from ._loader import LibraryNotFound, NativeBuild, cache_dir, find_native_build
+from ._loader import BUILD_COMMAND, LibraryNotFound, NativeBuild, cache_dir, find_native_build
 
 __all__ = ["ffi", "lib", "reference_lib", "native_build", "LibraryNotFound", "cache_dir", "NULL"]
 
@@ -40,9 +40,19 @@ def lib() -> Any:
     with _lock:
         if "lib" not in _state:
             build = find_native_build()
-            ffi.cdef(build.cdef.read_text())
+            if "cdef" not in _state:  # declared once: a retry after a failed dlopen must not redeclare
+                try:
+                    ffi.cdef(build.cdef.read_text())
+                except (OSError, cffi.CDefError) as exc:
+                    raise LibraryNotFound(f"the declarations {build.cdef} of the native build are unreadable "
+                                          f"({exc}); rebuild with: {BUILD_COMMAND}") from exc
+                _state["cdef"] = build.cdef
             _preload_libstdcxx()
-            handle = ffi.dlopen(str(build.library))
+            try:
+                handle = ffi.dlopen(str(build.library))
+            except OSError as exc:
+                raise LibraryNotFound(f"libllama at {build.library} could not be opened ({exc}); the build "
+                                      f"is broken or incomplete. Rebuild with: {BUILD_COMMAND}") from exc
             _install_log_callback(handle)
             handle.llama_backend_init()
             _state["build"] = build

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass, replace
 
 UINT32_MAX = 2**32 - 1
+INT32_MAX = 2**31 - 1
 
 
 def check_number(name: str, value: object, *, lo: float | None = None, hi: float | None = None,
@@ -44,11 +45,11 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         check_number("temperature", self.temperature, lo=0)
-        check_number("top_k", self.top_k, lo=0, integer=True)
+        check_number("top_k", self.top_k, lo=0, hi=INT32_MAX, integer=True)
         check_number("top_p", self.top_p, lo=0, hi=1, lo_open=True)
         check_number("min_p", self.min_p, lo=0, hi=1)
         check_number("repeat_penalty", self.repeat_penalty, lo=0, lo_open=True)
-        check_number("repeat_last_n", self.repeat_last_n, lo=-1, integer=True)
+        check_number("repeat_last_n", self.repeat_last_n, lo=-1, hi=INT32_MAX, integer=True)
         check_number("presence_penalty", self.presence_penalty, lo=-2, hi=2)
         check_number("frequency_penalty", self.frequency_penalty, lo=-2, hi=2)
         if self.seed is not None:

@@ -85,6 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.validation_handler)
     app.add_exception_handler(APIError, errors.api_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_exception_handler(Exception, errors.unexpected_error_handler)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -165,6 +167,11 @@ def create_app(settings: Settings) -> FastAPI:
             path = check_gguf_file(body.path).resolve()
         except ModelLoadError as exc:
             raise APIError("validation_error", str(exc), param="path", status=400) from exc
+        allowed = settings.allowed_model_dirs()
+        if not any(path == d or d in path.parents for d in allowed):
+            raise APIError("validation_error", f"{path} is outside the folders models may be registered from "
+                           f"({', '.join(map(str, allowed))}; set ADMIN_MODEL_DIRS to change them)",
+                           param="path", status=400)
         entry = ModelEntry(name=body.name, path=path, stop=tuple(body.stop), description=body.description,
                            test_model=body.test_model,
                            diffusion=body.diffusion.model_dump(exclude_none=True) if body.diffusion else {})
@@ -194,6 +201,42 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok", "models": sorted(entries)}
 
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies above ``limit`` bytes get 413 request_too_large, whether
+    they declare a Content-Length or arrive chunked (counted as they are read)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = f"the request body is larger than MAX_REQUEST_BYTES={self.limit} bytes"
+        try:
+            if declared is not None and int(declared) > self.limit:
+                response = APIError("request_too_large", too_large, param="body").response()
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+                return
+        except ValueError:
+            pass
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise StarletteHTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -19,6 +19,7 @@ CODES: dict[str, tuple[int, str]] = {
     "validation_error": (422, "invalid_request_error"),
     "invalid_request": (400, "invalid_request_error"),
     "memory_budget_exceeded": (400, "invalid_request_error"),
+    "request_too_large": (413, "invalid_request_error"),
     "model_not_found": (404, "invalid_request_error"),
     "not_found": (404, "invalid_request_error"),
     "invalid_api_key": (401, "authentication_error"),
@@ -29,6 +30,7 @@ CODES: dict[str, tuple[int, str]] = {
     "shutting_down": (503, "server_error"),
     "model_load_failed": (500, "server_error"),
     "inference_failed": (500, "server_error"),
+    "internal_error": (500, "server_error"),
 }
 
 
@@ -87,6 +89,12 @@ def _field(loc: tuple[Any, ...]) -> str:
 async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
     """Pydantic errors → 422 naming the first offending field (all of them in the message)."""
     errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":  # loc is ("body", <character position>)
+        loc = errors[0].get("loc", ())
+        why = (errors[0].get("ctx") or {}).get("error", "JSON decode error")
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return APIError("validation_error", f"the request body is not valid JSON ({why}{where})",
+                        param="body").response()
     msgs = []
     for err in errors[:5]:
         msg = str(err.get("msg", "invalid value"))
@@ -100,6 +108,22 @@ async def api_error_handler(request: Request, exc: APIError) -> JSONResponse:
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = "not_found" if exc.status_code == 404 else "invalid_request"
-    body = APIError(code, str(exc.detail), status=exc.status_code).body()
+    code = {404: "not_found", 413: "request_too_large"}.get(exc.status_code, "invalid_request")
+    detail, param = str(exc.detail), None
+    if exc.status_code == 413:
+        param = "body"
+    elif exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail, param = ("the request body could not be read as JSON (it must be UTF-8 text, nested at most "
+                         "a few hundred levels deep)"), "body"
+    body = APIError(code, detail, param=param, status=exc.status_code).body()
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback on the server, answered without one."""
+    import logging
+
+    logging.getLogger("hoshikage.server").error("unexpected error on %s %s", request.method, request.url.path,
+                                                 exc_info=exc)
+    return APIError("internal_error", f"internal server error ({type(exc).__name__}); the server log has "
+                    "the details").response()

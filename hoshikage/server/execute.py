@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import Algorithm, Schedule, generate, prepare_prompt
+from .._ffi._loader import BUILD_COMMAND, LibraryNotFound
 from ..errors import ContextError, HoshikageError, ModelLoadError
 from .errors import APIError, from_value_error
 from .memory import bucket, estimate_diffusion
@@ -87,9 +88,15 @@ class Runner:
                 model = self.residency.acquire(plan.entry)
             except ModelLoadError as exc:
                 raise APIError("model_load_failed", str(exc), param="model") from exc
-            except ValueError as exc:
+            except (ValueError, LibraryNotFound) as exc:
                 raise APIError("model_load_failed", f"{plan.entry.name}: {exc}", param="model") from exc
+            except OSError as exc:  # libllama itself could not be opened (a broken build)
+                raise APIError("model_load_failed", f"{plan.entry.name}: the native library could not be "
+                               f"opened ({exc}); rebuild it with: {BUILD_COMMAND}", param="model") from exc
             kind = "diffusion" if model.is_diffusion else "autoregressive"
+            if model.is_diffusion and model.mask_token is None:
+                raise APIError("model_load_failed", f"{plan.entry.name}: {model.path.name} is a diffusion model "
+                               "without a valid mask token (tokenizer.ggml.mask_token_id)", param="model")
             completion = self._generate(job, plan, model, kind)
         except APIError as exc:
             self._count("failed" if exc.code not in ("processing_timeout", "shutting_down") else
@@ -141,6 +148,10 @@ class Runner:
             tokens = min(canvas, limit)
             self._check_memory(model, n_prompt, tokens, bucket(tokens, limit), block, plan)
             steps = plan.diffusion["steps"]
+            if steps > limit:  # more steps than any canvas has positions: only time would be spent
+                raise APIError("validation_error", f"diffusion_steps={steps} is more than the {limit} positions a "
+                               f"canvas can have (N_CTX / the model's training length); use at most {limit}",
+                               param="diffusion_steps", status=400)
             timeout *= max(1.0, steps / self.settings.diffusion_steps)
             kwargs["diffusion"] = {**plan.diffusion, "algorithm": Algorithm(plan.diffusion["algorithm"]),
                                    "schedule": Schedule(plan.diffusion["schedule"])}

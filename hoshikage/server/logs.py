@@ -17,11 +17,16 @@ _HANDLER_NAME = "hoshikage-server"
 
 def setup_logging(log_file_path: Path | None, level: str = "INFO") -> logging.Handler:
     """Route hoshikage's and uvicorn's loggers to one handler; return it. Safe to call again."""
+    handler: logging.Handler | None = None
+    problem = None
     if log_file_path is not None:
-        log_file_path.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = TimedRotatingFileHandler(log_file_path, when="midnight", encoding="utf-8")
-        handler.suffix = "%Y-%m-%d"
-    else:
+        try:
+            log_file_path.parent.mkdir(parents=True, exist_ok=True)
+            handler = TimedRotatingFileHandler(log_file_path, when="midnight", encoding="utf-8")
+            handler.suffix = "%Y-%m-%d"
+        except OSError as exc:  # the server still runs; it says where its log went instead
+            problem = f"cannot write the log file LOG_FILE_PATH={log_file_path} ({exc.strerror or exc}); logging to stdout"
+    if handler is None:
         handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(logging.Formatter(FORMAT))
@@ -36,4 +41,6 @@ def setup_logging(log_file_path: Path | None, level: str = "INFO") -> logging.Ha
     # llama.cpp's own log (model loading, context creation) is verbose at INFO.
     llama_level = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
     logging.getLogger("hoshikage.llama").setLevel(llama_level)
+    if problem:
+        logging.getLogger("hoshikage.server").warning(problem)
     return handler

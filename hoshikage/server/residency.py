@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import Context, Model
 from .memory import bucket, process_memory, release_free_memory
+from .probe import file_signature, probe_model
 from .registry import ModelEntry, Registry
 from .settings import Settings
 
@@ -52,6 +53,7 @@ class Residency:
         self._context_kind: str | None = None
         self._context_info: dict[str, Any] | None = None  # plain numbers, for status()
         self._copies: dict[Path, Path] = {}  # original -> RAM-disk copy
+        self._probed: set[tuple] = set()  # file signatures that loaded in a child process
         self.loads = 0
         self.unloads = 0
         self._adopt_existing_copies()
@@ -70,6 +72,7 @@ class Residency:
             return self.model
         if self.model is not None:
             self.unload(f"switching to {entry.name}")
+        self._probe(entry.path)
         path = self._ramdisk_copy(entry.path) or entry.path
         t0 = time.perf_counter()
         model = Model(path, n_gpu_layers=self.settings.n_gpu_layers)
@@ -82,6 +85,21 @@ class Residency:
         log.info("loaded %s (%s, %s, %.0f MiB) from %s in %.2fs", entry.name, model.arch, self.kind,
                  self.model_mb, path, time.perf_counter() - t0)
         return model
+
+    def _probe(self, path: Path) -> None:
+        """With PROBE_MODELS, load a file not seen before in a child process first (see probe.py)."""
+        if not self.settings.probe_models:
+            return
+        from ..model import check_gguf_file
+
+        check_gguf_file(path)  # missing, a directory, not GGUF: say so without a child process
+        signature = file_signature(path)
+        if signature in self._probed:
+            return
+        t0 = time.perf_counter()
+        probe_model(path)
+        self._probed.add(signature)
+        log.info("probed %s in a child process in %.2fs", path, time.perf_counter() - t0)
 
     def max_tokens_in_context(self) -> int:
         """Largest context/canvas for the loaded model: N_CTX, bounded by its training length."""

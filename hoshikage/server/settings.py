@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     queue_timeout: float = Field(120, gt=0, description="Seconds a request may wait for its turn; then 503.")
     max_queue: int = Field(16, ge=0, description="Requests that may wait while one runs; one more gets 429.")
 
+    # --- hardening ------------------------------------------------------------------------
+    probe_models: bool = Field(True, description="Load each new model file once in a child process before "
+                               "loading it in the server, so a malformed GGUF on which llama.cpp aborts is "
+                               "refused instead of killing the server (about a second per new file).")
+    max_request_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body in bytes; a larger "
+                                   "one gets 413 request_too_large.")
+    admin_model_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders from which POST /admin/models may register files (JSON "
+        "list or comma-separated); subfolders included, symlinks resolved. Empty: HOSHIKAGE_HOME, the "
+        "Hoshikage cache (test models) and the user's home folder.")
+
     @field_validator("default_stop", mode="before")
     @classmethod
     def _split_stop(cls, value: object) -> object:
@@ -104,6 +115,27 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [s for s in (p.strip() for p in text.split(",")) if s]
         return value
+
+    @field_validator("admin_model_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [s for s in (p.strip() for p in text.split(",")) if s]
+        return value
+
+    def allowed_model_dirs(self) -> list[Path]:
+        """Where POST /admin/models may register files from (resolved)."""
+        dirs = self.admin_model_dirs
+        if not dirs:
+            from .._ffi._loader import cache_dir  # the native library is not opened
+
+            dirs = [self.hoshikage_home, cache_dir(), Path.home()]
+        return [Path(d).expanduser().resolve() for d in dirs]
 
     @field_validator("ramdisk_path", "log_file_path", mode="before")
     @classmethod
