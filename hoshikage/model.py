@@ -24,10 +24,14 @@ GGUF_MAGIC = b"GGUF"
 
 def check_gguf_file(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path if it looks like a GGUF file, else raise ModelLoadError saying why."""
-    p = Path(path).expanduser()
-    if not p.exists():
+    try:
+        p = Path(path).expanduser()
+        exists, is_dir = p.exists(), p.is_dir()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of links, ...
+        raise ModelLoadError(f"unusable model path {str(path)[:200]!r}: {exc}") from exc
+    if not exists:
         raise ModelLoadError(f"model file not found: {p}")
-    if p.is_dir():
+    if is_dir:
         raise ModelLoadError(f"model path is a directory, not a GGUF file: {p}")
     try:
         with open(p, "rb") as f:
