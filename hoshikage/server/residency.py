@@ -70,9 +70,9 @@ class Residency:
         if self.model is not None and self.entry is not None and self.entry.path == entry.path:
             self.entry = entry  # stop words or defaults may have changed
             return self.model
+        self._probe(entry.path)  # a broken file is refused before the loaded model is given up
         if self.model is not None:
             self.unload(f"switching to {entry.name}")
-        self._probe(entry.path)
         path = self._ramdisk_copy(entry.path) or entry.path
         t0 = time.perf_counter()
         model = Model(path, n_gpu_layers=self.settings.n_gpu_layers)
@@ -90,12 +90,14 @@ class Residency:
         """With PROBE_MODELS, load a file not seen before in a child process first (see probe.py)."""
         if not self.settings.probe_models:
             return
+        from ..gguf_check import check_gguf_structure
         from ..model import check_gguf_file
 
         check_gguf_file(path)  # missing, a directory, not GGUF: say so without a child process
         signature = file_signature(path)
         if signature in self._probed:
             return
+        check_gguf_structure(path)  # what is known to be broken fails here, without a child process
         t0 = time.perf_counter()
         probe_model(path)
         self._probed.add(signature)

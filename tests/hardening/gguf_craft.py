@@ -7,6 +7,8 @@ name to a function ``(good: Path, out: Path) -> Path`` writing that broken varia
 """
 from __future__ import annotations
 
+import functools
+import mmap
 import shutil
 import struct
 from collections.abc import Callable
@@ -49,15 +51,25 @@ class Layout:
     info_end: int = 0  # end of the tensor table
 
 
+@functools.lru_cache(maxsize=8)
+def _layout_cached(path: str, size: int, mtime_ns: int) -> Layout:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _parse_layout(data)
+
+
 def layout(path: Path) -> Layout:
-    data = Path(path).read_bytes()
+    st = Path(path).stat()
+    return _layout_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _parse_layout(data) -> Layout:
     version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
     out = Layout(version, n_tensors, n_kv)
     off = 24
 
     def string(o: int) -> tuple[str, int]:
         (n,) = struct.unpack_from("<Q", data, o)
-        return data[o + 8:o + 8 + n].decode("utf-8", "replace"), o + 8 + n
+        return bytes(data[o + 8:o + 8 + n]).decode("utf-8", "replace"), o + 8 + n
 
     def skip(t: int, o: int) -> tuple[object, int]:
         if t == _STRING:
@@ -93,10 +105,17 @@ def layout(path: Path) -> Layout:
 
 
 def _patch(good: Path, out: Path, edits: list[tuple[int, bytes]]) -> Path:
-    data = bytearray(Path(good).read_bytes())
-    for offset, raw in edits:
-        data[offset:offset + len(raw)] = raw
-    out.write_bytes(bytes(data))
+    shutil.copyfile(good, out)
+    with open(out, "r+b") as f:
+        for offset, raw in edits:
+            f.seek(offset)
+            f.write(raw)
+    return out
+
+
+def _prefix(good: Path, out: Path, n: int) -> Path:
+    with open(good, "rb") as f:
+        out.write_bytes(f.read(n))
     return out
 
 
@@ -112,20 +131,15 @@ def _prod(dims: tuple[int, ...]) -> int:
 
 
 def truncated_half(good: Path, out: Path) -> Path:
-    data = good.read_bytes()
-    out.write_bytes(data[: len(data) // 2])
-    return out
+    return _prefix(good, out, good.stat().st_size // 2)
 
 
 def truncated_in_header(good: Path, out: Path) -> Path:
-    out.write_bytes(good.read_bytes()[:100])
-    return out
+    return _prefix(good, out, 100)
 
 
 def truncated_after_tensor_table(good: Path, out: Path) -> Path:
-    lay = layout(good)
-    out.write_bytes(good.read_bytes()[: lay.info_end + 64])
-    return out
+    return _prefix(good, out, layout(good).info_end + 64)
 
 
 def magic_only(good: Path, out: Path) -> Path:
@@ -307,7 +321,8 @@ BAD_FILES: dict[str, Callable[[Path, Path], Path]] = {
 def _token_strings(good: Path) -> list[tuple[int, bytes]]:
     """(offset of the string's length, its bytes) for every tokenizer.ggml.tokens entry."""
     kv = layout(good).kv["tokenizer.ggml.tokens"]
-    data = good.read_bytes()
+    with open(good, "rb") as f:
+        data = f.read(layout(good).info_end)
     o = kv.value_offset
     _, count = struct.unpack_from("<IQ", data, o)
     o += 12
