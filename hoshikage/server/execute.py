@@ -97,7 +97,13 @@ class Runner:
             if model.is_diffusion and model.mask_token is None:
                 raise APIError("model_load_failed", f"{plan.entry.name}: {model.path.name} is a diffusion model "
                                "without a valid mask token (tokenizer.ggml.mask_token_id)", param="model")
-            completion = self._generate(job, plan, model, kind)
+            try:
+                completion = self._generate(job, plan, model, kind)
+            except APIError:
+                raise
+            except Exception as exc:  # a bug or a native failure: this request fails, the server goes on
+                log.exception("job %d (%s) failed", job.id, plan.entry.name)
+                raise APIError("inference_failed", f"generation failed: {type(exc).__name__}: {exc}") from exc
         except APIError as exc:
             self._count("failed" if exc.code not in ("processing_timeout", "shutting_down") else
                         "timed_out" if exc.code == "processing_timeout" else "cancelled")

@@ -21,15 +21,14 @@ PROBE_TIMEOUT_S = 300.0
 
 # The child loads the model on the CPU with a small context and reports; exit 0 = loadable,
 # exit 3 = an ordinary load error (its message on stdout), death by a signal = llama.cpp aborted.
-CHILD_CODE = """
+CHILD_CODE = r"""
 import sys
 from hoshikage import Context, Model
-from hoshikage.errors import HoshikageError
 try:
     with Model(sys.argv[1], n_gpu_layers=0) as model:
         Context(model, n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1).close()
-except (HoshikageError, ValueError) as exc:
-    print(exc, flush=True)
+except Exception as exc:  # a load error, or no usable native library: the message says which
+    print(str(exc).replace("\n", " "), flush=True)
     sys.exit(3)
 """
 

@@ -172,6 +172,7 @@ class Registry:
         with open(self.lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                self._remove_stale_temporaries()
                 raw = self._read_raw()
                 before = json.dumps(raw, sort_keys=True)
                 yield raw
@@ -179,6 +180,13 @@ class Registry:
                     self._write_atomic(raw)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a writer that was killed mid-write (e.g. SIGKILL). Called under the
+        lock, so no other writer is mid-write."""
+        for stale in self.home.glob(".model_map.*.tmp"):
+            with _suppress_os_error():
+                stale.unlink()
 
     def _write_atomic(self, raw: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".model_map.", suffix=".tmp", dir=self.home)
