@@ -14,6 +14,8 @@ help:
 	@echo "make run    - set up everything, then run the main job"
 	@echo "make test   - set up everything, then run the whole test suite"
 	@echo "make bench  - benchmarks side by side with llama.cpp (make bench-quick: a reduced set)"
+	@echo "make fuzz   - schemathesis against a live server, at least 1,000 requests (docs/reliability.md)"
+	@echo "make load   - load (60 clients), soak (100 unload cycles) and the long fault cases"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +43,16 @@ run: models
 
 test: models
 	$(PY) -m pytest -q
+
+# Hardening (docs/reliability.md). `make test` runs short versions of the same tests.
+fuzz: models
+	HOSHIKAGE_FUZZ_REQUESTS=$${HOSHIKAGE_FUZZ_REQUESTS:-1200} $(PY) -m pytest -q -s -p no:cacheprovider tests/hardening/test_fuzz.py
+
+load: models
+	HOSHIKAGE_HARDENING_LONG=1 HOSHIKAGE_LOAD_CLIENTS=$${HOSHIKAGE_LOAD_CLIENTS:-60} \
+	HOSHIKAGE_LOAD_ROUNDS=$${HOSHIKAGE_LOAD_ROUNDS:-4} HOSHIKAGE_SOAK_CYCLES=$${HOSHIKAGE_SOAK_CYCLES:-100} \
+	$(PY) -m pytest -q -s -p no:cacheprovider tests/hardening/test_load.py tests/hardening/test_soak.py \
+	tests/hardening/test_faults.py tests/hardening/test_bad_models.py
 
 bench: models
 	$(PY) -m benchmarks.run

@@ -44,3 +44,20 @@ FAST_ENV = {"N_CTX": "256", "REQUEST_TIMEOUT": "20", "QUEUE_TIMEOUT": "60", "MAX
 @pytest.fixture(scope="session")
 def good_models(model_paths) -> dict[str, Path]:
     return model_paths
+
+
+LONG = os.environ.get("HOSHIKAGE_HARDENING_LONG") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: hardening cases run by `make load` only "
+                                       "(HOSHIKAGE_HARDENING_LONG=1), not by `make test`")
+
+
+def pytest_collection_modifyitems(config, items):
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long hardening case: `make load` runs it (HOSHIKAGE_HARDENING_LONG=1)")
+    for item in items:
+        if "long" in item.keywords and str(HERE) in str(item.fspath):
+            item.add_marker(skip)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST_ENV, HERE, LiveServer, write_registry
+from conftest import FAST_ENV, HERE, LONG, LiveServer, write_registry
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -95,6 +95,7 @@ def test_model_file_vanishes_or_breaks_between_idle_unload_and_reload(tmp_path, 
 
 # -- the RAM disk ------------------------------------------------------------------------------
 
+@pytest.mark.long
 @pytest.mark.parametrize("where", ["read-only file system", "a file in the way"])
 def test_ramdisk_unusable_loads_from_the_original(tmp_path, good_models, where):
     if where == "read-only file system":
@@ -146,7 +147,8 @@ def test_ramdisk_full_during_the_copy(tmp_path, good_models, monkeypatch, caplog
 
 # -- the log ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("log_path", ["/proc/hoshikage-test.log", "directory", "/dev/full"])
+@pytest.mark.parametrize("log_path", [pytest.param("/proc/hoshikage-test.log", marks=pytest.mark.long),
+                                      "directory", pytest.param("/dev/full", marks=pytest.mark.long)])
 def test_unwritable_log_path(tmp_path, good_models, log_path):
     if log_path == "/dev/full" and not Path("/dev/full").exists():
         pytest.skip("no /dev/full")
@@ -264,7 +266,7 @@ def test_sigkill_during_registry_writes_and_hoshikage_add(tmp_path, good_models)
     rng = random.Random(6)
     env = {**os.environ, "HOSHIKAGE_HOME": str(home)}
     # A writer doing hundreds of locked, atomic writes a second, killed at random moments.
-    for _ in range(12):
+    for _ in range(12 if LONG else 5):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(home), str(good_models["dream"])],
                                 stdout=subprocess.PIPE, text=True, env=env)
         assert proc.stdout.readline().strip() == "ready"
@@ -273,7 +275,7 @@ def test_sigkill_during_registry_writes_and_hoshikage_add(tmp_path, good_models)
         proc.wait(10)
         _registry_ok(home, base)
     # `hoshikage add` killed at random points of its run.
-    for i in range(8):
+    for i in range(8 if LONG else 3):
         proc = subprocess.Popen([sys.executable, "-m", "hoshikage", "add", str(good_models["smollm2"]), f"cli{i}"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 1.2))
@@ -288,6 +290,7 @@ def test_sigkill_during_registry_writes_and_hoshikage_add(tmp_path, good_models)
     assert not list(home.glob(".model_map.*.tmp"))
 
 
+@pytest.mark.long
 def test_sigkill_of_the_server_during_admin_writes(tmp_path, good_models):
     server = start(tmp_path, good_models, {})
     base = set(json.loads((server.home / "model_map.json").read_text()))

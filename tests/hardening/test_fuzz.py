@@ -7,7 +7,7 @@ generation requests are pointed at the real models (SmolLM2, LLaDA and Dream tes
 that the generation path is fuzzed too, not only validation. Afterwards the server must still
 be running and answer a normal request.
 
-``make test`` sends about 120 requests; ``make fuzz`` (HOSHIKAGE_FUZZ_REQUESTS=1200) more.
+``make test`` sends 80 requests; ``make fuzz`` (HOSHIKAGE_FUZZ_REQUESTS=1200) more.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.generation import GenerationMode  # noqa: E402
 
-REQUESTS = env_int("HOSHIKAGE_FUZZ_REQUESTS", 120)
+REQUESTS = env_int("HOSHIKAGE_FUZZ_REQUESTS", 80)
 REAL_MODELS = ("smollm2", "llada", "dream")
 DOCUMENTED_5XX = {"model_load_failed", "inference_failed", "processing_timeout", "queue_timeout", "shutting_down"}
 ERROR_CODES = DOCUMENTED_5XX | {"validation_error", "invalid_request", "memory_budget_exceeded", "model_not_found",

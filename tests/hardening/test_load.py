@@ -3,7 +3,7 @@ and not, some hanging up midway. Every request ends with a complete answer or an
 503 (or an explicit error event in a stream); none is dropped; the server's own counters agree;
 memory after the run (model unloaded) is within a margin of before.
 
-``make test``: 12 clients x 2 requests. ``make load``: HOSHIKAGE_LOAD_CLIENTS=60,
+``make test``: 10 clients x 2 requests. ``make load``: HOSHIKAGE_LOAD_CLIENTS=60,
 HOSHIKAGE_LOAD_ROUNDS=4 (prints the figures reported in docs/reliability.md).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from conftest import env_int
 from loadgen import run_load
 
-CLIENTS = env_int("HOSHIKAGE_LOAD_CLIENTS", 12)
+CLIENTS = env_int("HOSHIKAGE_LOAD_CLIENTS", 10)
 ROUNDS = env_int("HOSHIKAGE_LOAD_ROUNDS", 2)
 IDLE = 2
 
