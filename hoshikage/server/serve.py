@@ -19,6 +19,10 @@ from .settings import Settings
 log = logging.getLogger("hoshikage.server")
 
 GRACEFUL_S = 10  # seconds uvicorn waits for open responses after a signal
+# Idle keep-alive connections are kept longer than HTTP clients keep them in their pools (httpx
+# and so the openai SDK: 5 s, uvicorn's own default too): when the server closes first, a client
+# may send its next request on the closing connection and get a connection error (seen under load).
+KEEP_ALIVE_S = 75
 
 
 class _Server(uvicorn.Server):
@@ -37,6 +41,6 @@ def serve(settings: Settings) -> None:
     setup_logging(settings.log_file_path, settings.log_level)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_S, lifespan="on")
+                            timeout_graceful_shutdown=GRACEFUL_S, timeout_keep_alive=KEEP_ALIVE_S, lifespan="on")
     server = _Server(config, app.state.hoshikage.shutdown_soon)
     server.run()
