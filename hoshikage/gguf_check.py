@@ -21,6 +21,8 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ModelLoadError
 
 _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -86,7 +88,7 @@ def _check(data: mmap.mmap, size: int) -> dict[str, object]:
         need(o + 8, n, f"{what} ({n} bytes)")
         return (bytes(data[o + 8:o + 8 + n]).decode("utf-8", "replace") if keep else None), o + 8 + n
 
-    token_texts: list[bytes] = []
+    token_hashes: list[np.ndarray] = []  # hashes of the vocabulary's texts (no per-token objects kept)
 
     def value(t: int, o: int, what: str, tokens: bool = False) -> tuple[object, int]:
         if t == _STRING:
@@ -102,12 +104,15 @@ def _check(data: mmap.mmap, size: int) -> dict[str, object]:
             if et == _STRING:
                 if count > (size - o) // 8:
                     raise _Bad(f"{what} claims {count} strings, more than the file can hold")
-                for _ in range(count):
+                hashes = np.empty(count if tokens else 0, dtype=np.int64)
+                for i in range(count):
                     n = u64(o, what)
                     need(o + 8, n, what)
                     if tokens:
-                        token_texts.append(bytes(data[o + 8:o + 8 + n]))
+                        hashes[i] = hash(data[o + 8:o + 8 + n])
                     o += 8 + n
+                if tokens:
+                    token_hashes.append(hashes)
                 return None, o
             if et == _ARRAY:
                 raise _Bad(f"{what}: nested arrays are not supported")
@@ -119,11 +124,13 @@ def _check(data: mmap.mmap, size: int) -> dict[str, object]:
         raise _Bad(f"{what}: unknown value type {t}")
 
     meta: dict[str, object] = {}
+    meta_offsets: dict[str, int] = {}
     present: set[str] = set()
     for i in range(n_kv):
         key, off = string(off, f"metadata key #{i}", keep=True)
         need(off, 4, f"type of {key!r}")
         (t,) = struct.unpack_from("<I", data, off)
+        meta_offsets[str(key)] = off + 4
         val, off = value(t, off + 4, f"metadata {key!r}", tokens=key == "tokenizer.ggml.tokens")
         present.add(str(key))
         if val is not None:
@@ -171,11 +178,27 @@ def _check(data: mmap.mmap, size: int) -> dict[str, object]:
             raise _Bad(f"tensor {name!r} needs bytes {data_start + rel}..{end} but the file has {size} "
                        "(truncated, or the tensor's size in the header is wrong)")
     _check_hparams(meta, present)
-    if len(set(token_texts)) != len(token_texts):  # llama.cpp asserts every token text is unique
-        seen: set[bytes] = set()
-        dup = next(t for t in token_texts if t in seen or seen.add(t))
-        raise _Bad(f"the vocabulary (tokenizer.ggml.tokens) lists {dup.decode('utf-8', 'replace')!r} twice")
+    for hashes in token_hashes:  # llama.cpp asserts every token text is unique
+        if np.unique(hashes).size != hashes.size:
+            dup = _duplicate_token(data, meta_offsets["tokenizer.ggml.tokens"])
+            if dup is not None:
+                raise _Bad(f"the vocabulary (tokenizer.ggml.tokens) lists {dup.decode('utf-8', 'replace')!r} twice")
     return meta
+
+
+def _duplicate_token(data: mmap.mmap, o: int) -> bytes | None:
+    """The first token text listed twice (exact comparison, after a hash collision was seen)."""
+    _, count = struct.unpack_from("<IQ", data, o)
+    o += 12
+    seen: set[bytes] = set()
+    for _ in range(count):
+        (n,) = struct.unpack_from("<Q", data, o)
+        text = bytes(data[o + 8:o + 8 + n])
+        if text in seen:
+            return text
+        seen.add(text)
+        o += 8 + n
+    return None
 
 
 def _check_hparams(meta: dict[str, object], present: set[str]) -> None:
