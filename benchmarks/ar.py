@@ -3,7 +3,8 @@
 Same GGUF (SmolLM2-135M Q4_1), same raw-text prompt, greedy, same thread count. Per
 repetition, three processes alternate: ``llama-completion``, llama-cpp-python (its own venv,
 ``lcpp_worker.py``) and Hoshikage (``worker.py ar``). The two Python sides are timed the
-same way from outside their library: time to first token from the call to the first text,
+same way from outside their library (llama-cpp-python with ``flash_attn=True``, llama.cpp's
+default on CPU, which Hoshikage keeps): time to first token from the call to the first text,
 generation tokens/s over the tokens after the first. ``llama-completion``'s figures are its
 own ``common_perf_print`` lines: its eval tokens/s counts decode time only (sampling is
 reported apart), so it flatters the C++ tool slightly against both Python sides.
@@ -79,9 +80,11 @@ def run_ar(model: Path, threads: int, reps: int, max_tokens: int, manifest: dict
         h = row["hoshikage"]
         if "llama_completion" in row:  # its stdout is the answer, plus an end marker at EOS
             row["llama_completion"]["text_matches"] = row["llama_completion"]["text"].startswith(h["text"])
-        if "llama_cpp_python" in row and row["llama_cpp_python"]["text"] != h["text"]:
-            raise BenchError(f"AR rep {i + 1}: llama-cpp-python and Hoshikage generated different text:\n"
-                             f"{row['llama_cpp_python']['text']!r}\n{h['text']!r}")
+        if "llama_cpp_python" in row:  # recorded, not asserted: this is not a parity claim
+            same = row["llama_cpp_python"]["text"] == h["text"]
+            row["llama_cpp_python"]["text_matches"] = same
+            if not same:
+                log(f"    note: rep {i + 1}: llama-cpp-python's text differs from Hoshikage's")
     figures = ("ttft_ms", "prompt_tps", "gen_tps")
     result: dict[str, Any] = {"prompt": PROMPT, "max_tokens": max_tokens, "threads": threads,
                               "n_prompt": rows[0]["hoshikage"]["n_prompt"], "n_gen": rows[0]["hoshikage"]["n_gen"]}
@@ -89,6 +92,9 @@ def run_ar(model: Path, threads: int, reps: int, max_tokens: int, manifest: dict
         result[name] = {f: summary([r[name][f] for r in rows]) for f in figures}
         for r in rows:
             r[name].pop("text", None)
+    if lcpp_python:
+        result["llama_cpp_python"]["text_matches_every_rep"] = all(r["llama_cpp_python"]["text_matches"]
+                                                                   for r in rows)
     if completion:
         result["llama_completion"]["text_matches_every_rep"] = all(r["llama_completion"]["text_matches"]
                                                                    for r in rows)

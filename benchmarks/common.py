@@ -49,9 +49,9 @@ def run_measured(cmd: Sequence[str], *, timeout: float = 1800, env: dict | None 
                  cwd: Path | None = None) -> Proc:
     """Run ``cmd`` to completion; its stdout/stderr go through temporary files (no pipe stalls)."""
     cmd = [str(c) for c in cmd]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -62,7 +62,8 @@ def run_measured(cmd: Sequence[str], *, timeout: float = 1800, env: dict | None 
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
-        stdout, stderr = out.read(), err.read()
+        # A canvas may end inside a multi-byte character: decode as Hoshikage's detokenize does.
+        stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
     if proc.returncode == -9 and wall >= timeout:
         stderr += f"\n[harness] killed after {timeout:.0f} s"
     # Linux reports ru_maxrss in KiB.

@@ -16,8 +16,10 @@ from llama_cpp import Llama
 
 def main() -> int:
     job = json.loads(sys.argv[1])
+    # flash_attn: llama-cpp-python disables it by default; llama.cpp's default (AUTO) enables it
+    # on CPU, and Hoshikage keeps llama.cpp's default. Same kernels, same tokens.
     llm = Llama(model_path=job["model_path"], n_ctx=job["n_ctx"], n_threads=job["threads"],
-                n_threads_batch=job["threads"], verbose=False)
+                n_threads_batch=job["threads"], flash_attn=True, verbose=False)
     prompt = job["prompt"]
     llm.create_completion(prompt, max_tokens=8, temperature=0)  # warm-up
     llm.reset()  # no prefix reuse: Hoshikage's side clears its context too

@@ -1,6 +1,6 @@
 """Where Hoshikage's diffusion time goes, for one benchmark configuration (cProfile).
 
-    python -m benchmarks.profile_diffusion llada-c256-s64-timestep-entropy-full [--threads 2] [--top 25]
+    python -m benchmarks.profile_diffusion llada-c256-s32-timestep-entropy-full [--threads 2] [--top 25]
 
 Runs the configuration once through ``hoshikage.generate`` (as ``hoshikage generate`` does)
 under cProfile and prints the functions with the most time of their own, and the split

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import ar, diffusion, lcpp_env, server
 from .common import BenchError, machine_info, native_manifest, write_json
@@ -81,7 +81,8 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_diffusion_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
+def run_diffusion_section(args, manifest: dict, errors: list[str],
+                          checkpoint: Callable[[dict], None]) -> dict[str, Any]:
     from hoshikage.testing.diffusion_models import ensure_test_model
 
     configs = diffusion.quick_configs() if args.quick else diffusion.full_configs()
@@ -94,16 +95,18 @@ def run_diffusion_section(args, manifest: dict, errors: list[str]) -> dict[str, 
     log(f"== diffusion: {len(configs)} configurations, {args.reps} repetitions, {args.threads} threads")
     rows, failed = [], []
     paths = {}
+    out = {"configs": rows, "failed": failed, "reps": args.reps, "threads": args.threads}
     for c in configs:
         try:
             if c.model not in paths:
                 paths[c.model] = ensure_test_model(c.model)
             rows.append(diffusion.run_config(c, Path(paths[c.model]), args.threads, args.reps, manifest, log))
-        except BenchError as exc:
-            log(f"    FAILED: {exc}")
-            failed.append({"config": c.name, "error": str(exc)})
-            errors.append(f"diffusion {c.name}: {str(exc).splitlines()[0]}")
-    out = {"configs": rows, "failed": failed, "reps": args.reps, "threads": args.threads}
+        except Exception as exc:  # BenchError, or a harness bug: the other configurations still run
+            msg = str(exc) if isinstance(exc, BenchError) else traceback.format_exc()[-3000:]
+            log(f"    FAILED: {msg}")
+            failed.append({"config": c.name, "error": msg})
+            errors.append(f"diffusion {c.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        checkpoint(out)
     out.update(diffusion.headline(rows) if rows else {})
     out["token_identity_asserted"] = sum(1 for r in rows if r["token_identity"]["checked"])
     return out
@@ -180,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         "reps": args.reps, "threads": args.threads,
     }
     errors: list[str] = []
-    sections = {"diffusion": lambda: run_diffusion_section(args, manifest, errors),
+    partial = args.out / "results.partial.json"
+
+    def checkpoint(section: dict) -> None:  # hours-long runs keep what they measured if they die
+        write_json(partial, {**results, "diffusion": section, "partial": True})
+
+    sections = {"diffusion": lambda: run_diffusion_section(args, manifest, errors, checkpoint),
                 "ar": lambda: run_ar_section(args, manifest, errors),
                 "server": lambda: run_server_section(args, errors)}
     for name in args.sections:
@@ -191,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        write_json(partial, {**results, "partial": True})
         results[name]["measured"] = {"started": started, "command": results["command"], "mode": results["mode"],
                                      "reps": args.reps, "threads": args.threads,
                                      "load_average_1min": [load, os.getloadavg()[0]]}
@@ -201,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.time() - t0, 1)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     write_json(args.out / "results.json", results)
+    partial.unlink(missing_ok=True)
     from .report import write_report
 
     write_report(results, args.out)
