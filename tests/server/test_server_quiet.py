@@ -52,7 +52,9 @@ def test_idle_unload_returns_memory_and_reloads(idle):
     # Back near the baseline: what stays is libllama's code and allocator slack, and it does
     # not grow from one load/unload cycle to the next.
     assert figures["unloaded1"] - baseline < 60
-    assert abs(figures["unloaded2"] - figures["unloaded1"]) < 15
+    # Allocator slack between cycles was seen up to 24 MiB on a loaded 2-core machine; a leaked
+    # model (92 MiB of weights) or context would still be far above this bound.
+    assert abs(figures["unloaded2"] - figures["unloaded1"]) < 40
 
 
 def test_diffusion_idle_unload_frees_contexts(idle):
