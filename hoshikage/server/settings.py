@@ -104,21 +104,10 @@ class Settings(BaseSettings):
         "list or comma-separated); subfolders included, symlinks resolved. Empty: HOSHIKAGE_HOME, the "
         "Hoshikage cache (test models) and the user's home folder.")
 
-    @field_validator("default_stop", mode="before")
+    @field_validator("default_stop", "admin_model_dirs", mode="before")
     @classmethod
-    def _split_stop(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [s for s in (p.strip() for p in text.split(",")) if s]
-        return value
-
-    @field_validator("admin_model_dirs", mode="before")
-    @classmethod
-    def _split_dirs(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
+        """A JSON list, or comma-separated text, as .env files write lists."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

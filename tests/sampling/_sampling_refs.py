@@ -10,7 +10,6 @@ import ctypes
 import glob
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,11 +21,9 @@ NATIVE = Path(__file__).parent / "native"
 
 
 def cache_root() -> Path:
-    env = os.environ.get("HOSHIKAGE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hoshikage"
+    from hoshikage._ffi._loader import cache_dir  # the one rule, shared with build_llama.py
+
+    return cache_dir()
 
 
 def require_gxx() -> str:
