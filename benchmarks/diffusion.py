@@ -74,7 +74,7 @@ def full_configs() -> list[DiffConfig]:
     (32/64/128) runs on the 128 canvas only, the 256 canvas uses 32 steps and the 512 canvas
     (there for peak RSS) 16. On 2 busy cores the whole matrix still takes about two hours.
     """
-    L, D = "llada-bench", "dream-bench"
+    L, D, T = "llada-bench", "dream-bench", "llada-tiny"
     return [
         _cfg("llada-c128-s32", L, 128, 32),
         _cfg("llada-c128-s64", L, 128, 64),
@@ -86,6 +86,11 @@ def full_configs() -> list[DiffConfig]:
         _cfg("llada-c512-s16-cfg", L, 512, 16, cfg_scale=1.0, role="rss_cfg"),
         _cfg("dream-c256-s32-timestep", D, 256, 32, schedule="timestep", algorithm=1, temperature=0.2,
              top_p=0.95, top_k=0),
+        # The issue's three reference points: a 96-wide model with a 49k vocabulary, canvas 256,
+        # 64 steps -- small enough that sampling is a large share of a step.
+        _cfg("tiny-llada-c256-s64", T, 256, 64),
+        _cfg("tiny-llada-c256-s64-full", T, 256, 64, top_k=0),
+        _cfg("tiny-llada-c256-s64-timestep-entropy-full", T, 256, 64, schedule="timestep", algorithm=1, top_k=0),
     ]
 
 
@@ -177,9 +182,13 @@ def hoshikage_cli(c: DiffConfig, model: Path, threads: int) -> dict[str, Any]:
     out = json.loads(lines[-1])
     t = out["timings"]
     total_ms = 1000 * t["generation_seconds"]
+    guidance = t.get("guidance_seconds", 0.0)
+    # llama.cpp's "sampling time" starts after the CFG combination, so (total - sampling) holds
+    # its decodes and its combination; the CFG combination is put on the same side here.
     return {"total_ms": total_ms, "ms_per_step": total_ms / c.steps,
             "sampling_ms_per_step": 1000 * t["sampling_seconds"] / c.steps,
-            "decode_ms_per_step": 1000 * t["decode_seconds"] / c.steps,
+            "decode_ms_per_step": 1000 * (t["decode_seconds"] + guidance) / c.steps,
+            "guidance_ms_per_step": 1000 * guidance / c.steps,
             "peak_rss_mb": p.peak_rss_mb, "wall_s": p.wall_s, "n_prompt": out["prompt_tokens"],
             "_text": out["canvas_text"]}
 

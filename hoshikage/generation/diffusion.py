@@ -24,8 +24,9 @@ from .types import Chunk, Completion, Timings
 def diffuse(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, canvas_length: int,
             params: DiffusionParams, step_callback: StepCallback | None = None) -> DiffusionResult:
     """Run the numpy diffusion loop over ``ctx``: each step is one non-causal pass of the
-    whole canvas, read back as a zero-copy ``[canvas, n_vocab]`` view. Causal attention is
-    off for the loop and restored afterwards. ``ctx.n_ubatch`` must be >= canvas_length."""
+    whole canvas, read back as a zero-copy ``[canvas, n_vocab]`` view, sampled on
+    ``ctx.n_threads`` threads. Causal attention is off for the loop and restored afterwards.
+    ``ctx.n_ubatch`` must be >= canvas_length."""
 
     def logits_fn(tokens: np.ndarray) -> np.ndarray:
         ctx.decode(tokens, logits="all", pos=0)
@@ -35,7 +36,8 @@ def diffuse(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, canvas_
     try:
         return run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas_length,
                              mask_token_id=model.mask_token, n_vocab=model.n_vocab, logits_fn=logits_fn,
-                             params=params, shift_logits=model.shift_logits, step_callback=step_callback)
+                             params=params, shift_logits=model.shift_logits, step_callback=step_callback,
+                             threads=ctx.n_threads)
     finally:
         ctx.set_causal_attn(True)
 
@@ -130,9 +132,9 @@ def _to_chunk(model: Model, n_prompt: int, result, params: DiffusionParams, stop
         text, finish = text[: min(cuts)], "stop"
     if result.cancelled:
         finish = "cancelled"
-    timings = Timings(generation_seconds=result.decode_seconds + result.sampling_seconds,
+    timings = Timings(generation_seconds=result.decode_seconds + result.sampling_seconds + result.guidance_seconds,
                       decode_seconds=result.decode_seconds, sampling_seconds=result.sampling_seconds,
-                      steps=result.steps_run)
+                      guidance_seconds=result.guidance_seconds, steps=result.steps_run)
     effective = {k: (v.name if isinstance(v, IntEnum) else v) for k, v in asdict(params).items()}
     effective.update(canvas_length=canvas, max_tokens=min(max_tokens, canvas - n_prompt), stop=list(stop),
                      shift_logits=model.shift_logits, mask_token_id=model.mask_token)

@@ -16,6 +16,7 @@ class Timings:
     first_token_seconds: float | None = None  # from the call to the first generated token
     decode_seconds: float = 0.0  # diffusion: time inside llama.cpp (all steps)
     sampling_seconds: float = 0.0  # diffusion: time in the numpy sampler (all steps)
+    guidance_seconds: float = 0.0  # diffusion with CFG: combining the two passes' logits
     steps: int = 0  # diffusion steps actually run
 
     def rates(self, prompt_tokens: int, completion_tokens: int) -> dict[str, float]:
@@ -27,6 +28,8 @@ class Timings:
         if self.steps:
             out["decode_ms_per_step"] = 1000 * self.decode_seconds / self.steps
             out["sampling_ms_per_step"] = 1000 * self.sampling_seconds / self.steps
+            if self.guidance_seconds:
+                out["guidance_ms_per_step"] = 1000 * self.guidance_seconds / self.steps
         return out
 
 

@@ -13,8 +13,10 @@ Differences from the reference that do not change the tokens:
 """
 from __future__ import annotations
 
+import math
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -36,21 +38,25 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]
 #: (step, total_steps, canvas tokens int32 [canvas]) -> False to cancel.
 StepCallback = Callable[[int, int, np.ndarray], Optional[bool]]
 
-#: masked rows sampled together; bounds temporaries to CHUNK_ROWS x n_vocab.
+#: masked rows in flight at once (over all threads); bounds temporaries to CHUNK_ROWS x n_vocab.
 CHUNK_ROWS = 32
+#: below this many logits per step (masked rows x n_vocab) one thread samples alone.
+_THREADED_MIN_VALUES = 1 << 18
 
 
 @dataclass
 class DiffusionResult:
     """tokens: int32 [canvas] (prompt included); steps_run: steps that called the model;
     cancelled: a callback returned False; decode_seconds: time inside logits_fn;
-    sampling_seconds: the rest of the steps' time (sampling and bookkeeping)."""
+    guidance_seconds: combining the CFG logits (0 without CFG); sampling_seconds: the rest
+    of the steps' time (sampling and bookkeeping)."""
 
     tokens: np.ndarray
     steps_run: int
     cancelled: bool
     decode_seconds: float
     sampling_seconds: float
+    guidance_seconds: float = 0.0
 
 
 class _Logits:
@@ -99,17 +105,21 @@ def _check_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logi
 
 def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vocab: int,
                   logits_fn: LogitsFn, params: DiffusionParams, shift_logits: bool,
-                  step_callback: Union[StepCallback, None] = None) -> DiffusionResult:
+                  step_callback: Union[StepCallback, None] = None, threads: int = 1) -> DiffusionResult:
     """Denoise a canvas of ``canvas_length`` tokens: the prompt, then masks.
 
     ``logits_fn(tokens)`` returns the logits of every canvas position (float32
     [canvas_length, n_vocab]); with ``shift_logits`` position ``p`` reads row ``p - 1``
     (row 0 for p = 0), as for Dream. ``step_callback(step, params.steps, tokens)`` runs at
     the start of every step; returning False cancels the run (see the module docstring).
+    ``threads``: sampling threads; masked rows are split between them (numpy releases the
+    GIL in its loops) and the result does not depend on the split.
     Raises ValueError naming the bad argument or parameter.
     """
     validate_params(params)
     prompt = _check_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     n_prompt, mask = prompt.size, np.int32(mask_token_id)
     if Schedule(params.schedule) == Schedule.BLOCK_BASED:
         plan = plan_block_schedule(canvas_length, n_prompt, params.steps, params.block_length)
@@ -124,6 +134,21 @@ def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vo
     st = _State(params, MT19937Stream(seed), MT19937Stream(dist_seed()),
                 MT19937Stream(dist_seed()), n_vocab, shift_logits)
     logits_of = _Logits(logits_fn, canvas_length, n_vocab)
+    try:
+        if threads > 1 and not (st.gumbel and params.corrected):  # corrected gumbel draws per chunk, in order
+            st.threads = int(threads)
+            st.pool = ThreadPoolExecutor(max_workers=st.threads, thread_name_prefix="hoshikage-sampling")
+        return _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_based,
+                        logits_of, step_callback)
+    finally:
+        if st.pool is not None:
+            st.pool.shutdown(wait=True)
+
+
+def _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_based, logits_of,
+             step_callback) -> DiffusionResult:
+    """The step loop of :func:`run_diffusion` over ``blocks`` [(start, end)]."""
+    params, n_prompt = st.p, prompt.size
 
     canvas = np.full(canvas_length, mask, dtype=np.int32)
     canvas[:n_prompt] = prompt
@@ -153,7 +178,8 @@ def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vo
         if cancelled:
             break
     return DiffusionResult(canvas, steps_run, cancelled, logits_of.seconds,
-                           max(0.0, t_steps - logits_of.seconds))
+                           max(0.0, t_steps - logits_of.seconds - st.guidance_seconds),
+                           st.guidance_seconds)
 
 
 class _State:
@@ -165,6 +191,9 @@ class _State:
         self.n_vocab, self.shift = n_vocab, shift
         self.algorithm = Algorithm(params.algorithm)
         self.gumbel = bool(params.add_gumbel_noise) and np.float32(params.temperature) > 0
+        self.pool: ThreadPoolExecutor | None = None
+        self.threads = 1
+        self.guidance_seconds = 0.0  # combining conditional and unconditional logits (CFG)
 
     def step(self, canvas, masked, count, *, prompt_len, mask, logits_of) -> None:
         p, corrected = self.p, self.p.corrected
@@ -172,6 +201,7 @@ class _State:
         src = logits_of(canvas)
         if np.float32(p.cfg_scale) > 0:
             # Only the rows this step reads are combined: uncond + (cfg+1) * (cond - uncond).
+            t0, decoding = time.perf_counter(), logits_of.seconds
             uniq, inv = np.unique(rows, return_inverse=True)
             cond = src[uniq]  # a copy, taken before the second call invalidates src
             un_x = canvas.copy()
@@ -185,6 +215,7 @@ class _State:
                 part *= scale
                 part += unc
             src, rows = cond, inv.reshape(-1)
+            self.guidance_seconds += time.perf_counter() - t0 - (logits_of.seconds - decoding)
         row0 = None
         if self.gumbel and not corrected:
             reads0 = masked <= (1 if self.shift else 0)
@@ -218,27 +249,42 @@ class _State:
         canvas[masked[chosen]] = toks[chosen]
 
     def _sample(self, src, rows, which, row0, conf: bool):
-        """Run the chain on masked positions ``which`` in chunks, in position order.
+        """Run the chain on masked positions ``which`` in chunks, yielded in position order.
 
         Yields (indices into the masked list, tokens int32, confidences float32 or None).
+        The chain's uniform draws are taken up front, so chunks are independent and run on
+        the pool when there is one; at most CHUNK_ROWS rows are in flight at once.
         """
+        n = which.size
+        rnd = self.chain_rng.uniform_double(n)
+        pool = self.pool if self.pool is not None and n * self.n_vocab >= _THREADED_MIN_VALUES else None
+        if pool is None:
+            size = CHUNK_ROWS
+        else:
+            workers = self.threads
+            size = max(1, min(CHUNK_ROWS // workers, math.ceil(n / workers)))
+        spans = range(0, n, size)
+
+        def run(lo: int):
+            return self._sample_chunk(src, rows, which[lo:lo + size], rnd[lo:lo + size], row0, conf)
+
+        yield from (map(run, spans) if pool is None or len(spans) == 1 else pool.map(run, spans))
+
+    def _sample_chunk(self, src, rows, sub, rnd, row0, conf: bool):
         p = self.p
-        for lo in range(0, which.size, CHUNK_ROWS):
-            sub = which[lo:lo + CHUNK_ROWS]
-            # Rows are read in place (src may be llama.cpp's buffer: never written); only
-            # perturbed rows are private copies.
-            block = [src[i] for i in rows[sub]]
-            if row0 is not None and row0[1] is not None:
-                for j in np.flatnonzero(row0[0][sub]):
-                    block[j] = row0[1]
-            if self.gumbel and p.corrected:
-                noised = np.array(block, dtype=np.float32)
-                corrected_gumbel_rows(self.rng, noised, p.temperature)
-                block = list(noised)
-            cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature,
-                                  rnd=self.chain_rng.uniform_double(sub.size))
-            c = confidence(self.algorithm, cand, d, p.corrected) if conf else None
-            yield sub, d.token, c
+        # Rows are read in place (src may be llama.cpp's buffer: never written); only
+        # perturbed rows are private copies.
+        block = [src[i] for i in rows[sub]]
+        if row0 is not None and row0[1] is not None:
+            for j in np.flatnonzero(row0[0][sub]):
+                block[j] = row0[1]
+        if self.gumbel and p.corrected:  # never on the pool: self.rng is drawn chunk by chunk
+            noised = np.array(block, dtype=np.float32)
+            corrected_gumbel_rows(self.rng, noised, p.temperature)
+            block = list(noised)
+        cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature, rnd=rnd)
+        c = confidence(self.algorithm, cand, d, p.corrected) if conf else None
+        return sub, d.token, c
 
 
 def _without_replacement(conf: np.ndarray, alg_temp: float, k: int,

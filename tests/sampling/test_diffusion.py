@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_logits
+from hoshikage.sampling import diffusion as sampling_diffusion
 from hoshikage.sampling import (CHUNK_ROWS, Algorithm, DiffusionParams, Schedule,
                                 get_num_transfer_tokens, run_diffusion,
                                 timestep_transfer_count)
@@ -137,6 +138,18 @@ def test_bad_arguments_name_the_parameter():
     with pytest.raises(ValueError, match="top_p"):
         run_diffusion([1], canvas_length=8, mask_token_id=MASK, n_vocab=V, logits_fn=fn,
                       params=DiffusionParams(top_p=0.0), shift_logits=False)
+    for threads in (0, 2.0, True):
+        with pytest.raises(ValueError, match="threads"):
+            run_diffusion([1], canvas_length=8, mask_token_id=MASK, n_vocab=V, logits_fn=fn,
+                          params=p, shift_logits=False, threads=threads)
+
+
+def test_guidance_time_is_reported_apart_from_sampling():
+    fn = synthetic_logits(24, V, 5, mask_token_id=MASK)
+    plain = _run(DiffusionParams(steps=4, seed=1), fn=fn)
+    guided = _run(DiffusionParams(steps=4, seed=1, cfg_scale=0.5), fn=fn)
+    assert plain.guidance_seconds == 0.0
+    assert guided.guidance_seconds > 0.0 and guided.sampling_seconds > 0.0
 
 
 def _two_position_logits(canvas):
@@ -238,11 +251,15 @@ EXPLICIT = [
 ]
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("case", [_random_case(i) for i in range(48)] + EXPLICIT)
-def test_parity_with_llama_cpp(loop_ref, case):
+def test_parity_with_llama_cpp(loop_ref, case, threads, monkeypatch):
+    if threads > 1:  # rows split between threads at every size, chunks of a few rows
+        monkeypatch.setattr(sampling_diffusion, "_THREADED_MIN_VALUES", 0)
     ref, trace = loop_ref(**case)
     seen = []
     kw = {k: v for k, v in case.items() if k != "prompt"}
-    res = run_diffusion(case["prompt"], **kw, step_callback=lambda s, t, c: seen.append((s, t)))
+    res = run_diffusion(case["prompt"], **kw, step_callback=lambda s, t, c: seen.append((s, t)),
+                        threads=threads)
     assert res.tokens.tolist() == ref.tolist()
     assert seen == trace  # same callback sequence (no cancellation)
