@@ -16,25 +16,21 @@ never the tensor data. What it accepts may still fail to load; llama.cpp then sa
 """
 from __future__ import annotations
 
-import mmap
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelLoadError
+from .gguf_file import GGUFFormatError, GGUFHeader, read_header
 
-_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_STRING, _ARRAY = 8, 9
-_MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama-hparams.h)
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 _INT64_MAX = 2**63 - 1
 
 
-class _Bad(Exception):
+class _Bad(GGUFFormatError):
     pass
 
 
@@ -52,153 +48,44 @@ def check_gguf_structure(path: str | os.PathLike) -> dict[str, object]:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 24:
-                raise ModelLoadError(f"GGUF file is truncated ({size} bytes, shorter than its header): {p}")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return _check(data, size)
-    except _Bad as exc:
+        header = read_header(p, arrays=False, hash_tokens=True)
+        return _check(header)
+    except GGUFFormatError as exc:
         raise ModelLoadError(f"corrupt GGUF file {p}: {exc}") from None
     except OSError as exc:
         raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror or exc})") from exc
 
 
-def _check(data: mmap.mmap, size: int) -> dict[str, object]:
-    version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
-    if version not in (2, 3):
-        raise _Bad(f"GGUF version {version} is not supported (2 or 3)")
-    # Each metadata entry takes at least 12 bytes, each tensor entry at least 24.
-    if n_kv > size // 12:
-        raise _Bad(f"the header claims {n_kv} metadata entries, more than the file's {size} bytes can hold")
-    if n_tensors > size // 24:
-        raise _Bad(f"the header claims {n_tensors} tensors, more than the file's {size} bytes can hold")
-    off = 24
-
-    def need(o: int, n: int, what: str) -> None:
-        if n < 0 or o + n > size:
-            raise _Bad(f"{what} runs past the end of the file (truncated?)")
-
-    def u64(o: int, what: str) -> int:
-        need(o, 8, what)
-        return struct.unpack_from("<Q", data, o)[0]
-
-    def string(o: int, what: str, keep: bool) -> tuple[str | None, int]:
-        n = u64(o, what)
-        need(o + 8, n, f"{what} ({n} bytes)")
-        return (bytes(data[o + 8:o + 8 + n]).decode("utf-8", "replace") if keep else None), o + 8 + n
-
-    token_hashes: list[np.ndarray] = []  # hashes of the vocabulary's texts (no per-token objects kept)
-
-    def value(t: int, o: int, what: str, tokens: bool = False) -> tuple[object, int]:
-        if t == _STRING:
-            return string(o, what, keep=True)
-        if t == _ARRAY:
-            need(o, 12, what)
-            et, count = struct.unpack_from("<IQ", data, o)
-            o += 12
-            if et in _SCALAR:
-                n = struct.calcsize("<" + _SCALAR[et]) * count
-                need(o, n, f"{what} ({count} elements)")
-                return None, o + n
-            if et == _STRING:
-                if count > (size - o) // 8:
-                    raise _Bad(f"{what} claims {count} strings, more than the file can hold")
-                hashes = np.empty(count if tokens else 0, dtype=np.int64)
-                for i in range(count):
-                    n = u64(o, what)
-                    need(o + 8, n, what)
-                    if tokens:
-                        hashes[i] = hash(data[o + 8:o + 8 + n])
-                    o += 8 + n
-                if tokens:
-                    token_hashes.append(hashes)
-                return None, o
-            if et == _ARRAY:
-                raise _Bad(f"{what}: nested arrays are not supported")
-            raise _Bad(f"{what}: unknown array element type {et}")
-        if t in _SCALAR:
-            fmt = "<" + _SCALAR[t]
-            need(o, struct.calcsize(fmt), what)
-            return struct.unpack_from(fmt, data, o)[0], o + struct.calcsize(fmt)
-        raise _Bad(f"{what}: unknown value type {t}")
-
-    meta: dict[str, object] = {}
-    meta_offsets: dict[str, int] = {}
-    present: set[str] = set()
-    for i in range(n_kv):
-        key, off = string(off, f"metadata key #{i}", keep=True)
-        need(off, 4, f"type of {key!r}")
-        (t,) = struct.unpack_from("<I", data, off)
-        meta_offsets[str(key)] = off + 4
-        val, off = value(t, off + 4, f"metadata {key!r}", tokens=key == "tokenizer.ggml.tokens")
-        present.add(str(key))
-        if val is not None:
-            meta[str(key)] = val
-
-    alignment = meta.get("general.alignment", 32)
-    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-        raise _Bad(f"general.alignment must be a power of two, got {alignment!r}")
-
+def _check(header: GGUFHeader) -> dict[str, object]:
+    """The tensor table against the file, the asserted hyper-parameters, a unique vocabulary."""
     sizes = _quant_sizes()
-    tensors = []
-    names: set[str] = set()
-    for i in range(n_tensors):
-        name, off = string(off, f"name of tensor #{i}", keep=True)
-        need(off, 4, f"tensor {name!r}")
-        (n_dims,) = struct.unpack_from("<I", data, off)
-        if not 1 <= n_dims <= _MAX_DIMS:
-            raise _Bad(f"tensor {name!r} has {n_dims} dimensions (1 to {_MAX_DIMS})")
-        need(off + 4, 8 * n_dims + 12, f"tensor {name!r}")
-        dims = struct.unpack_from(f"<{n_dims}Q", data, off + 4)
-        ggml_type, rel = struct.unpack_from("<IQ", data, off + 4 + 8 * n_dims)
-        off += 4 + 8 * n_dims + 12
-        if name in names:
-            raise _Bad(f"tensor {name!r} appears twice")
-        names.add(str(name))
+    for t in header.tensors.values():
         count = 1
-        for d in dims:
+        for d in t.shape:
             if d > _INT64_MAX:
-                raise _Bad(f"tensor {name!r} has an impossible dimension {d}")
+                raise _Bad(f"tensor {t.name!r} has an impossible dimension {d}")
             count *= d
             if count > _INT64_MAX:
-                raise _Bad(f"tensor {name!r}: its element count overflows ({list(dims)})")
-        if ggml_type not in sizes:
-            raise _Bad(f"tensor {name!r} has unknown ggml type {ggml_type}")
-        block, type_size = sizes[ggml_type]
-        if dims[0] % block:
-            raise _Bad(f"tensor {name!r}: first dimension {dims[0]} is not a multiple of its block size {block}")
-        if rel % alignment:
-            raise _Bad(f"tensor {name!r}: data offset {rel} is not aligned to {alignment}")
-        tensors.append((name, rel, count // block * type_size))
-    data_start = -(-off // alignment) * alignment
-    for name, rel, nbytes in tensors:
-        end = data_start + rel + nbytes
-        if end > size:
-            raise _Bad(f"tensor {name!r} needs bytes {data_start + rel}..{end} but the file has {size} "
+                raise _Bad(f"tensor {t.name!r}: its element count overflows ({list(t.shape)})")
+        if t.ggml_type not in sizes:
+            raise _Bad(f"tensor {t.name!r} has unknown ggml type {t.ggml_type}")
+        block, type_size = sizes[t.ggml_type]
+        if t.shape[0] % block:
+            raise _Bad(f"tensor {t.name!r}: first dimension {t.shape[0]} is not a multiple of its block size {block}")
+        end = t.offset + count // block * type_size
+        if end > header.size:
+            raise _Bad(f"tensor {t.name!r} needs bytes {t.offset}..{end} but the file has {header.size} "
                        "(truncated, or the tensor's size in the header is wrong)")
-    _check_hparams(meta, present)
-    for hashes in token_hashes:  # llama.cpp asserts every token text is unique
-        if np.unique(hashes).size != hashes.size:
-            dup = _duplicate_token(data, meta_offsets["tokenizer.ggml.tokens"])
-            if dup is not None:
-                raise _Bad(f"the vocabulary (tokenizer.ggml.tokens) lists {dup.decode('utf-8', 'replace')!r} twice")
+    meta = {k: v for k, v in header.kv.items() if v is not None}
+    _check_hparams(meta, set(header.kv))
+    hashes = header.token_hashes  # llama.cpp asserts every token text is unique
+    if hashes is not None and np.unique(hashes).size != hashes.size:
+        seen: set[bytes] = set()
+        for text in header.token_bytes():  # exact comparison, after a hash collision was seen
+            if text in seen:
+                raise _Bad(f"the vocabulary (tokenizer.ggml.tokens) lists {text.decode('utf-8', 'replace')!r} twice")
+            seen.add(text)
     return meta
-
-
-def _duplicate_token(data: mmap.mmap, o: int) -> bytes | None:
-    """The first token text listed twice (exact comparison, after a hash collision was seen)."""
-    _, count = struct.unpack_from("<IQ", data, o)
-    o += 12
-    seen: set[bytes] = set()
-    for _ in range(count):
-        (n,) = struct.unpack_from("<Q", data, o)
-        text = bytes(data[o + 8:o + 8 + n])
-        if text in seen:
-            return text
-        seen.add(text)
-        o += 8 + n
-    return None
 
 
 def _check_hparams(meta: dict[str, object], present: set[str]) -> None:

@@ -17,7 +17,7 @@ import pytest
 from hoshikage.testing import diffusion_models as dm
 from hoshikage.testing import ensure_test_model, llama_tool, write_diffusion_gguf
 from hoshikage.testing._vocab import MASK_TOKEN
-from hoshikage.testing.gguf_read import read_gguf
+from hoshikage.gguf_file import read_gguf
 
 ARCHS = ("llada", "dream", "llada-moe", "rnd1")
 N_BASE = 49152  # SmolLM2's vocabulary
@@ -56,7 +56,7 @@ def contents(models):
 
 def test_fast_reader_agrees_with_gguf_reader(models, contents):
     """gguf.GGUFReader is the reference but takes ~4 s per file (it makes a numpy view of
-    each of the ~98k vocabulary strings), so the other tests use hoshikage.testing.gguf_read,
+    each of the ~98k vocabulary strings), so the other tests use hoshikage.gguf_file,
     checked here against it on one model (llama.cpp itself loads all four further down)."""
     reader = gguf.GGUFReader(str(models["llada-moe"]))
     fast = contents["llada-moe"]
