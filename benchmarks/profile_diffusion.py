@@ -1,59 +1,38 @@
 """Where Hoshikage's diffusion time goes, for one benchmark configuration (cProfile).
 
-    python -m benchmarks.profile_diffusion llada-c256-s32-timestep-entropy-full [--threads 2] [--top 25]
+    python -m benchmarks.profile_diffusion llada-c256-s32-timestep-entropy-full [--threads 1] [--steps 8]
 
 Runs the configuration once through ``hoshikage.generate`` (as ``hoshikage generate`` does)
-under cProfile and prints the functions with the most time of their own, and the split
-between llama.cpp (decode) and the numpy sampler. Names: see ``diffusion.full_configs()``
-and ``quick_configs()``.
+under cProfile and prints the split between llama.cpp (decode) and the numpy sampler, then
+the functions with the most time of their own. cProfile sees only the calling thread, so
+the sampler's functions show up with ``--threads 1`` (the default); with more threads they
+run on the pool and the profile shows the main thread waiting. Names: see
+``diffusion.full_configs()`` and ``quick_configs()``.
 """
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import os
-import pstats
 import sys
 
 from . import diffusion
+from .explain import profile_diffusion_config
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_diffusion", description=__doc__.split("\n\n")[0])
     ap.add_argument("config", help="a configuration name from benchmarks/diffusion.py")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, help="override the configuration's steps (shorter profile)")
     args = ap.parse_args(argv)
-    configs = {c.name: c for c in diffusion.full_configs() + diffusion.quick_configs()}
-    if args.config not in configs:
-        ap.error(f"unknown configuration {args.config!r}; one of: {', '.join(configs)}")
-    c = configs[args.config]
-
-    import hoshikage as hk
-    from hoshikage.testing.diffusion_models import ensure_test_model
-
-    steps = args.steps or c.steps
-    opts = {"steps": steps, "algorithm": c.algorithm,
-            "schedule": hk.Schedule.BLOCK_BASED if c.schedule == "block" else hk.Schedule.TIMESTEP_BASED,
-            "eps": c.eps, "block_length": c.block_length, "cfg_scale": c.cfg_scale}
-    with hk.Model(ensure_test_model(c.model)) as model:
-        messages = [{"role": "user", "content": diffusion.PROMPT}]
-        n_prompt = len(hk.prepare_prompt(model, messages=messages))
-        prof = cProfile.Profile()
-        prof.enable()
-        out = hk.generate(model, messages=messages, max_tokens=c.canvas - n_prompt, temperature=c.temperature,
-                          top_k=c.top_k, top_p=c.top_p, seed=c.seed, diffusion=opts, adjust=False,
-                          n_ctx=c.canvas, n_threads=args.threads)
-        prof.disable()
-    t = out.timings
-    print(f"{c.label()} (steps {steps}), {args.threads} threads: total {1000 * t.generation_seconds:.0f} ms = "
-          f"decode {1000 * t.decode_seconds / steps:.2f} ms/step + sampling {1000 * t.sampling_seconds / steps:.2f} "
-          f"ms/step ({100 * t.sampling_seconds / max(t.generation_seconds, 1e-9):.0f}% sampling)")
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(args.top)
-    print(buf.getvalue())
+    names = [c.name for c in diffusion.full_configs() + diffusion.quick_configs()]
+    if args.config not in names:
+        ap.error(f"unknown configuration {args.config!r}; one of: {', '.join(names)}")
+    p = profile_diffusion_config(args.config, steps=args.steps, threads=args.threads)
+    print(f"{p['what']}: decode {p['decode_ms_per_step']:.2f} ms/step + sampling "
+          f"{p['sampling_ms_per_step']:.2f} ms/step\n")
+    print(f"{'own s':>8} {'cum s':>8} {'calls':>8}  function")
+    for t in p["top"]:
+        print(f"{t['own_s']:8.3f} {t['cum_s']:8.3f} {t['calls']:8d}  {t['function']}")
     return 0
 
 

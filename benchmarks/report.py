@@ -164,6 +164,36 @@ def plots(results: dict, out_dir: Path) -> list[str]:
     return made
 
 
+def _explanations(ex: dict) -> list[str]:
+    """The "why" of each missed target (benchmarks/explain.py): split, mechanism, profile."""
+    out = ["Each missed key: by how much, the configuration it was read from, where the time goes on each "
+           "side (the run's medians), the mechanism, and a cProfile of Hoshikage on that configuration "
+           "(`python -m benchmarks.explain`).", ""]
+    for key, e in ex.items():
+        out += [f"### `{key}`: {e['value']:.3f}, target {e['target']} ({e['by']})", ""]
+        if e.get("config"):
+            out.append(f"From **{e['config']}**: {e['split']}.")
+        if e.get("why"):
+            out += ["", e["why"]]
+        rss = e.get("rss")
+        if rss:
+            out += ["", f"Peak RSS: llama.cpp {fmt(rss['reference_mb'], 0)} MB, Hoshikage {fmt(rss['hoshikage_mb'], 0)} "
+                        f"MB; a Python process that only imports hoshikage and loads libllama: "
+                        f"{'—' if rss['import_only_mb'] is None else format(rss['import_only_mb'], '.0f')} MB."]
+        prof = e.get("profile")
+        if prof:
+            head = f"Profile: {prof['what']}"
+            if "sampling_ms_per_step" in prof:
+                head += (f" — decode {prof['decode_ms_per_step']:.1f} ms/step, sampling "
+                         f"{prof['sampling_ms_per_step']:.1f} ms/step")
+            out += ["", head + ":", "", "| function | calls | own s | cumulative s |", "|---|---|---|---|"]
+            out += [f"| `{t['function']}` | {t['calls']} | {t['own_s']:.3f} | {t['cum_s']:.3f} |" for t in prof["top"]]
+        if e.get("error"):
+            out += ["", f"(explaining failed: `{e['error']}`)"]
+        out.append("")
+    return out
+
+
 def render(results: dict, images: list[str]) -> str:
     m = results["machine"]
     load = lambda k: ", ".join(f"{x:.2f}" for x in m.get(k, [])) or "—"  # noqa: E731
@@ -207,6 +237,8 @@ def render(results: dict, images: list[str]) -> str:
         lines += ["## Autoregressive: SmolLM2", "", *_ar_tables(results["ar"]), ""]
     if "server" in results:
         lines += ["## Server overhead", "", *_server_tables(results["server"]), ""]
+    if results.get("explanations"):
+        lines += ["## Why targets were missed", "", *_explanations(results["explanations"])]
     if images:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in images] + [""]
     if results.get("errors"):

@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=HERE, help="folder for results.json, RESULTS.md, plots/")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other sections of the results.json already in --out (re-run one section)")
+    ap.add_argument("--no-explain", action="store_true",
+                    help="skip profiling the configurations behind missed targets (on by default, not with --quick)")
     ap.add_argument("--no-build-lcpp", action="store_true",
                     help="never build llama-cpp-python's venv (the full run builds it when missing)")
     args = ap.parse_args(argv)
@@ -207,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         results = _merged(args.out / "results.json", results, args.sections)
     results["targets"] = evaluate(results)
+    if not (args.quick or args.no_explain):
+        from .explain import explain
+
+        log("== why targets were missed")
+        results["explanations"] = explain(results, log)
     results["seconds"] = round(time.time() - t0, 1)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     write_json(args.out / "results.json", results)

@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # benchmarks/ is not an installed package
 
-from benchmarks import common, diffusion, run  # noqa: E402
+from benchmarks import common, diffusion, explain, report, run  # noqa: E402
 DIFFUSION_KEYS = ("tokens_per_s_ratio_vs_reference", "tokens_per_s_ratio_vs_reference_sampling_heavy",
                   "sampling_ms_per_step_ratio_vs_reference", "peak_rss_ratio_vs_reference",
                   "peak_rss_ratio_vs_reference_cfg")
@@ -47,9 +47,22 @@ def test_quick_diffusion_asserts_token_identity_and_writes_the_keys(tmp_path):
     assert cfg["reference_tool"].startswith("ref_driver")
     for side in ("reference", "hoshikage"):
         assert cfg[side]["peak_rss_mb"]["median"] > 10
-    report = (tmp_path / "RESULTS.md").read_text()
-    assert "Token identity asserted on 2 configurations" in report
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Token identity asserted on 2 configurations" in text
     assert (tmp_path / "plots" / "diffusion_tps_ratio.png").is_file()
+
+    # The "why" of a miss, whatever the speed: mark two keys missed and explain them.
+    for key in ("diffusion.sampling_ms_per_step_ratio_vs_reference", "diffusion.peak_rss_ratio_vs_reference_cfg"):
+        results["targets"][key]["met"] = False
+    why = explain.explain(results, log=lambda msg: None)
+    sampling = why["diffusion.sampling_ms_per_step_ratio_vs_reference"]
+    assert sampling["config"].startswith("llada-tiny c64 s16") and "per step, llama.cpp" in sampling["split"]
+    assert sampling["profile"]["sampling_ms_per_step"] > 0
+    assert any("sampling/" in row["function"] for row in sampling["profile"]["top"])  # the numpy sampler shows up
+    rss = why["diffusion.peak_rss_ratio_vs_reference_cfg"]
+    assert rss["rss"]["import_only_mb"] > 10 and "CFG" in rss["why"]
+    results["explanations"] = why
+    assert "## Why targets were missed" in report.render(results, [])
 
 
 @pytest.mark.slow
