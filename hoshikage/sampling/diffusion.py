@@ -40,7 +40,8 @@ StepCallback = Callable[[int, int, np.ndarray], Optional[bool]]
 
 #: masked rows in flight at once (over all threads); bounds temporaries to CHUNK_ROWS x n_vocab.
 CHUNK_ROWS = 32
-#: below this many logits per step (masked rows x n_vocab) one thread samples alone.
+#: below this many logits per step (masked rows x n_vocab) one thread samples alone; so it
+#: does with top-k (see _State._sample).
 _THREADED_MIN_VALUES = 1 << 18
 
 
@@ -257,7 +258,10 @@ class _State:
         """
         n = which.size
         rnd = self.chain_rng.uniform_double(n)
-        pool = self.pool if self.pool is not None and n * self.n_vocab >= _THREADED_MIN_VALUES else None
+        # Only full-vocabulary rows (no top-k) carry enough numpy work per call for threads to
+        # pay: after top-k the per-row work is many small calls, which contend for the GIL.
+        heavy = self.p.top_k <= 0 and n * self.n_vocab >= _THREADED_MIN_VALUES
+        pool = self.pool if heavy else None
         if pool is None:
             size = CHUNK_ROWS
         else:
