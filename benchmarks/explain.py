@@ -42,8 +42,12 @@ MECHANISM = {
            "a process that only imports hoshikage and loads libllama); the C tool has none of it. Beyond "
            "that both hold the same model and llama.cpp's logits buffer.",
     "rss_cfg": "With CFG llama.cpp's loop copies the whole conditional logits buffer (canvas x n_vocab "
-               "floats) before the second pass; Hoshikage keeps only the rows the step reads. The saving "
-               "shrinks on small canvases, where the interpreter's fixed cost dominates.",
+               "floats: 247 MiB at canvas 512 with LLaDA's 126,464 vocabulary) before the second pass; "
+               "Hoshikage reads only the rows the step needs, so it saves that copy less the interpreter's own "
+               "footprint (the import-only figure below). What is left is held by llama.cpp on both sides: the "
+               "model's mapped pages, the graph's logits tensor and the logits output buffer (each canvas x "
+               "n_vocab floats). Reaching 0.8 would mean dropping one of those, and llama.h offers no way: a "
+               "model without KV memory runs llama_encode, which always outputs every row.",
     "ar": "Per token both sides run one llama_decode and llama.cpp's sampler chain in C; Hoshikage adds a "
           "Python iteration (token to text, stop strings, the streaming generator).",
 }
@@ -105,10 +109,17 @@ def profile_ar(*, threads: int = 1, max_tokens: int = 128) -> dict[str, Any]:
 
 
 def import_only_rss_mb() -> float | None:
-    """Peak RSS (MB) of a Python process that imports hoshikage and loads libllama, nothing else."""
-    code = "import hoshikage, hoshikage._ffi as f; f.lib()"
+    """Peak RSS (MB) of a Python process that imports hoshikage and loads libllama, nothing else.
+
+    Read from the child's own VmHWM: ru_maxrss would carry the parent's peak across exec.
+    """
+    code = ("import hoshikage, hoshikage._ffi as f; f.lib(); "
+            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))")
     p = run_measured([sys.executable, "-c", code], env=hk_env())
-    return p.peak_rss_mb if p.returncode == 0 else None
+    try:
+        return int(p.stdout.strip().splitlines()[-1]) / 1024 if p.returncode == 0 else None
+    except (ValueError, IndexError):
+        return None
 
 
 def _row(results: dict, name: str | None) -> dict | None:

@@ -169,9 +169,15 @@ def _explanations(ex: dict) -> list[str]:
     out = ["Each missed key: by how much, the configuration it was read from, where the time goes on each "
            "side (the run's medians), the mechanism, and a cProfile of Hoshikage on that configuration "
            "(`python -m benchmarks.explain`).", ""]
+    shown: dict[str, str] = {}  # configuration -> the first key that showed its split and profile
     for key, e in ex.items():
         out += [f"### `{key}`: {e['value']:.3f}, target {e['target']} ({e['by']})", ""]
+        first = shown.get(e.get("config") or "")
+        if first and "rss" not in e:
+            out += [f"From **{e['config']}**, as for `{first}` above.", ""]
+            continue
         if e.get("config"):
+            shown[e["config"]] = key
             out.append(f"From **{e['config']}**: {e['split']}.")
         if e.get("why"):
             out += ["", e["why"]]
