@@ -24,7 +24,6 @@ __all__ = ["GGUFFormatError", "TensorInfo", "GGUFHeader", "read_header", "read_g
 _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 MAX_DIMS = 4  # GGML_MAX_DIMS
-_INT64_MAX = 2**63 - 1
 _TENSOR_DTYPES = {0: np.float32, 1: np.float16}  # GGML_TYPE_F32, GGML_TYPE_F16
 TOKENS_KEY = "tokenizer.ggml.tokens"
 ALIGNMENT_KEY = "general.alignment"

@@ -137,7 +137,7 @@ def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vo
     logits_of = _Logits(logits_fn, canvas_length, n_vocab)
     try:
         if threads > 1 and not (st.gumbel and params.corrected):  # corrected gumbel draws per chunk, in order
-            st.threads = int(threads)
+            st.threads = min(int(threads), CHUNK_ROWS)  # one row per chunk at the least
             st.pool = ThreadPoolExecutor(max_workers=st.threads, thread_name_prefix="hoshikage-sampling")
         return _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_based,
                         logits_of, step_callback)
