@@ -23,11 +23,12 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from ._dist import dist_repeated
-from .confidence import confidence
+from .confidence import confidence, entropy_bounds
 from .filters import apply_chain
 from .gumbel import corrected_gumbel_rows, reference_gumbel_row0
 from .params import Algorithm, DiffusionParams, Schedule
 from .random import LLAMA_DEFAULT_SEED, MT19937Stream, normalize_seed
+from .ranking import top_k_by_bounds
 from .schedules import (get_num_transfer_tokens, plan_block_schedule,
                         timestep_transfer_count, validate_params)
 
@@ -228,19 +229,42 @@ class _State:
         if self.algorithm == Algorithm.ORIGIN:
             p_transfer = np.float32(count) / np.float32(n)
             pick = np.flatnonzero(self.rng.uniform_float(n) < p_transfer)
-            for sub, toks, _ in self._sample(src, rows, pick, row0, conf=False):
+            rnd = self.chain_rng.uniform_double(pick.size)
+            for sub, toks, _ in self._sample(src, rows, pick, rnd, row0, None):
                 canvas[masked[sub]] = toks
             return
         rand = self.rng.uniform_float(n) if self.algorithm == Algorithm.RANDOM else None
+        rnd = self.chain_rng.uniform_double(n)  # the chain's draws, one per masked position
+        noise_drawn = self.gumbel and corrected  # corrected gumbel noise is drawn while sampling
+        if count <= 0 and not noise_drawn:
+            return  # nothing is unmasked: the tokens are not needed, only the draws
+        k, greedy = min(count, n), np.float32(p.alg_temp) == 0
+        # What the choice needs: no confidences when every position goes; with alg_temp 0
+        # only the ranking, so ENTROPY gets cheap bounds and exact values where they decide.
+        mode = None if rand is not None or (greedy and k == n) else "exact"
+        if mode and greedy and self.algorithm == Algorithm.ENTROPY_BASED and not noise_drawn:
+            mode = "bounds"
         toks = np.empty(n, dtype=np.int32)
-        conf = np.empty(n, dtype=np.float32)
-        for sub, t, c in self._sample(src, rows, np.arange(n), row0, conf=rand is None):
+        conf = rand if rand is not None else np.empty(n, dtype=np.float32)
+        approx, radius = (np.empty(n), np.empty(n)) if mode == "bounds" else (None, None)
+        for sub, t, c in self._sample(src, rows, np.arange(n), rnd, row0, mode):
             toks[sub] = t
-            conf[sub] = rand[sub] if rand is not None else c
+            if mode == "exact":
+                conf[sub] = c
+            elif mode == "bounds":
+                approx[sub], radius[sub] = c
         if count <= 0:
             return
-        k = min(count, n)
-        if np.float32(p.alg_temp) == 0:
+        if greedy and k == n:
+            chosen = np.arange(n)
+        elif mode == "bounds":
+            def exact(idx: np.ndarray) -> np.ndarray:
+                out = np.empty(idx.size, dtype=np.float32)
+                for sub, _, c in self._sample(src, rows, idx, rnd[idx], row0, "exact"):
+                    out[np.searchsorted(idx, sub)] = c
+                return out
+            chosen = top_k_by_bounds(approx, radius, k, exact)
+        elif greedy:
             # partial_sort by (confidence desc, index asc): a stable descending sort.
             chosen = np.argsort(-conf, kind="stable")[:k]
         elif corrected:
@@ -249,15 +273,16 @@ class _State:
             chosen = dist_repeated(conf / np.float32(p.alg_temp), self.alg_rng.uniform_double(k))
         canvas[masked[chosen]] = toks[chosen]
 
-    def _sample(self, src, rows, which, row0, conf: bool):
-        """Run the chain on masked positions ``which`` in chunks, yielded in position order.
+    def _sample(self, src, rows, which, rnd, row0, mode):
+        """Run the chain on masked positions ``which`` (indices into the masked list, with the
+        chain's draws ``rnd``) in chunks, yielded in position order.
 
-        Yields (indices into the masked list, tokens int32, confidences float32 or None).
-        The chain's uniform draws are taken up front, so chunks are independent and run on
-        the pool when there is one; at most CHUNK_ROWS rows are in flight at once.
+        Yields (indices into the masked list, tokens int32, confidences): float32 [rows] for
+        mode "exact", (approx, radius) float64 arrays for "bounds" (ENTROPY), None for None.
+        Chunks are independent and run on the pool when there is one; at most CHUNK_ROWS
+        rows are in flight at once.
         """
         n = which.size
-        rnd = self.chain_rng.uniform_double(n)
         # Only full-vocabulary rows (no top-k) carry enough numpy work per call for threads to
         # pay: after top-k the per-row work is many small calls, which contend for the GIL.
         heavy = self.p.top_k <= 0 and n * self.n_vocab >= _THREADED_MIN_VALUES
@@ -270,11 +295,11 @@ class _State:
         spans = range(0, n, size)
 
         def run(lo: int):
-            return self._sample_chunk(src, rows, which[lo:lo + size], rnd[lo:lo + size], row0, conf)
+            return self._sample_chunk(src, rows, which[lo:lo + size], rnd[lo:lo + size], row0, mode)
 
         yield from (map(run, spans) if pool is None or len(spans) == 1 else pool.map(run, spans))
 
-    def _sample_chunk(self, src, rows, sub, rnd, row0, conf: bool):
+    def _sample_chunk(self, src, rows, sub, rnd, row0, mode):
         p = self.p
         # Rows are read in place (src may be llama.cpp's buffer: never written); only
         # perturbed rows are private copies.
@@ -287,8 +312,11 @@ class _State:
             corrected_gumbel_rows(self.rng, noised, p.temperature)
             block = list(noised)
         cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature, rnd=rnd)
-        c = confidence(self.algorithm, cand, d, p.corrected) if conf else None
-        return sub, d.token, c
+        if mode == "exact":
+            return sub, d.token, confidence(self.algorithm, cand, d, p.corrected)
+        if mode == "bounds":
+            return sub, d.token, entropy_bounds(cand, d, p.corrected)
+        return sub, d.token, None
 
 
 def _without_replacement(conf: np.ndarray, alg_temp: float, k: int,
