@@ -74,5 +74,6 @@ def test_entropy_bounds_hold_the_exact_confidence(kind, n, chain, corrected):
     c, d = apply_chain(rows, rnd=rnd, **chain)
     approx, radius = entropy_bounds(c, d, corrected)
     assert np.all(np.abs(exact - approx) <= radius)
-    # narrow enough to be useful: far below the spread of entropies between positions
-    assert np.all(radius <= 1e-2 * np.abs(exact) + 1e-6)
+    # narrow enough to be useful: far below the spread of entropies between positions (the
+    # absolute floor, ~1.5e-6, covers log's error near x = 1 and p one ulp off)
+    assert np.all(radius <= 1e-2 * np.abs(exact) + 2e-6)
