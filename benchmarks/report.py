@@ -36,7 +36,8 @@ def _diffusion_tables(d: dict) -> list[str]:
     for r in rows:
         ref, hk, q = r["reference"], r["hoshikage"], r["ratios"]
         ident = "yes" if r["token_identity"]["identical"] else "**no**"
-        out.append(f"| {r['label']} | {fmt(ref['tokens_per_s'], 1)} | {fmt(hk['tokens_per_s'], 1)} "
+        label = r["label"] + (f" (re-measured {r['remeasured']})" if r.get("remeasured") else "")
+        out.append(f"| {label} | {fmt(ref['tokens_per_s'], 1)} | {fmt(hk['tokens_per_s'], 1)} "
                    f"| {fmt(q['tokens_per_s'], 3)} | {fmt(ref['ms_per_step'], 1)} "
                    f"| {fmt(ref['sampling_ms_per_step'], 2)} | {fmt(hk['sampling_ms_per_step'], 2)} "
                    f"| {fmt(q['sampling_ms_per_step'], 3)} | {fmt(ref['decode_ms_per_step'], 1)} "

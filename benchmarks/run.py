@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--configs", help="only the diffusion configurations with these names (comma-separated)")
     ap.add_argument("--out", type=Path, default=HERE, help="folder for results.json, RESULTS.md, plots/")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the other sections of the results.json already in --out (re-run one section)")
+                    help="keep the other sections of the results.json already in --out (re-run one section); "
+                         "with --configs, replace only those diffusion rows")
     ap.add_argument("--no-explain", action="store_true",
                     help="skip profiling the configurations behind missed targets (on by default, not with --quick)")
     ap.add_argument("--no-build-lcpp", action="store_true",
@@ -156,8 +157,10 @@ def run_server_section(args, errors: list[str]) -> dict[str, Any]:
     return out
 
 
-def _merged(path: Path, new: dict[str, Any], ran: list[str]) -> dict[str, Any]:
-    """``new`` plus the sections of the earlier results at ``path`` that were not run again."""
+def _merged(path: Path, new: dict[str, Any], ran: list[str], configs: bool = False) -> dict[str, Any]:
+    """``new`` plus the sections of the earlier results at ``path`` that were not run again;
+    with ``configs`` (``--configs``), the diffusion rows measured now replace the earlier rows
+    of the same configurations and the others are kept."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -167,7 +170,21 @@ def _merged(path: Path, new: dict[str, Any], ran: list[str]) -> dict[str, Any]:
     for name in SECTIONS:
         if name not in ran and name in old:
             out[name] = old[name]
+    if configs and "diffusion" in ran and "configs" in old.get("diffusion", {}):
+        out["diffusion"] = merge_diffusion_rows(old["diffusion"], new["diffusion"])
     out["merged"] = True
+    return out
+
+
+def merge_diffusion_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The earlier diffusion section with the rows of ``new`` in place of the same-named ones
+    (each marked with when it was measured), and the keys worked out again from all rows."""
+    fresh = {r["config"]["name"]: {**r, "remeasured": new.get("measured", {}).get("started", "")}
+             for r in new.get("configs", [])}
+    rows = [fresh.pop(r["config"]["name"], r) for r in old["configs"]] + list(fresh.values())
+    out = {k: v for k, v in old.items() if k not in ("configs", "_from", "_sampling_heavy_configs")}
+    out.update(configs=rows, **diffusion.headline(rows))
+    out["token_identity_asserted"] = sum(1 for r in rows if r["token_identity"]["checked"])
     return out
 
 
@@ -207,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "load_average_1min": [load, os.getloadavg()[0]]}
     results["errors"] = errors
     if args.merge:
-        results = _merged(args.out / "results.json", results, args.sections)
+        results = _merged(args.out / "results.json", results, args.sections, configs=bool(args.configs))
     results["targets"] = evaluate(results)
     if not (args.quick or args.no_explain):
         from .explain import explain

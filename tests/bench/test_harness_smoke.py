@@ -110,3 +110,23 @@ def test_targets_are_judged_in_the_right_direction():
 def test_summary_is_median_min_max_of_the_measured_values():
     assert common.summary([3.0, None, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
     assert common.summary([None])["median"] is None
+
+
+def _row(name: str, tps: float, **cfg) -> dict:
+    from dataclasses import asdict
+
+    c = asdict(diffusion.DiffConfig(name, "llada-tiny", 64, 16, **cfg))
+    ratios = {k: {"median": v} for k, v in (("tokens_per_s", tps), ("sampling_ms_per_step", 1.0),
+                                             ("decode_ms_per_step", 1.0), ("peak_rss", 1.0))}
+    return {"config": c, "ratios": ratios, "reference_sampling_share": {"median": 0.5},
+            "token_identity": {"checked": True, "identical": True}}
+
+
+def test_rerun_configurations_replace_only_their_rows():
+    old = {"configs": [_row("a", 0.7), _row("b", 1.1)], "reps": 5}
+    old.update(diffusion.headline(old["configs"]))
+    new = {"configs": [_row("a", 0.9)], "measured": {"started": "later"}}
+    merged = run.merge_diffusion_rows(old, new)
+    assert [r["config"]["name"] for r in merged["configs"]] == ["a", "b"]
+    assert merged["configs"][0]["remeasured"] == "later" and "remeasured" not in merged["configs"][1]
+    assert merged["tokens_per_s_ratio_vs_reference"] == 0.9 and merged["reps"] == 5
