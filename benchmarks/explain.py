@@ -26,18 +26,16 @@ TOP = 14
 
 # What the mechanism is, by what dominates the configuration (see docs/benchmarks.md).
 MECHANISM = {
-    "entropy": "ENTROPY reads every probability of the row through glibc's logf: Hoshikage reproduces logf "
-               "bit for bit in float64 numpy (about 20 array passes per row, hoshikage/sampling/_libm.py "
-               "LogfRows) where the C calls the scalar logf once per entry; the float32 sum must also run "
-               "left to right (seq_sum). numpy has no fused kernel for this; a compiled one is what the "
-               "project's pure-numpy rule excludes.",
-    "decode": "Both sides spend the step in the same llama_decode over the same canvas (same library, same "
-              "threads); Hoshikage's margin is its sampling time, a few ms of a several-hundred-ms step, "
-              "which is below the run-to-run noise of a 2-core machine. The ratio is then set by noise "
-              "around 1.0.",
-    "sampling": "Sampling the full vocabulary costs Hoshikage a fixed number of numpy passes per entry "
-                "(expf reproduced in float64, a pairwise-then-checked double sum); at this vocabulary the "
-                "per-row Python overhead and the passes together exceed the C loop's single pass.",
+    "entropy": "ENTROPY ranks positions by proven bounds and computes exact confidences only where they decide "
+               "the cut (docs/diffusion.md), so most of its sampling time is the chain itself: dist's glibc-exact "
+               "expf over every candidate and its sums, and with top-p the sort of the whole vocabulary -- "
+               "several numpy passes where the C makes one loop. The profile shows which.",
+    "decode": "Both sides spend nearly all of the step in the same llama_decode over the same canvas (same "
+              "library, same threads); sampling is a few percent of the step, so the ratio is the decode's "
+              "run-to-run noise around 1.0 plus the sampling difference in the split above.",
+    "sampling": "Sampling costs Hoshikage a fixed number of numpy passes per vocabulary entry (glibc's expf "
+                "reproduced in float64, a pairwise-then-checked double sum) plus per-row Python overhead, which "
+                "weighs more at a 49k vocabulary; the C loop makes one pass.",
     "rss": "Hoshikage's process carries the Python interpreter, numpy, cffi and the wrapper (measured below: "
            "a process that only imports hoshikage and loads libllama); the C tool has none of it. Beyond "
            "that both hold the same model and llama.cpp's logits buffer.",
