@@ -25,6 +25,16 @@ __all__ = ["confidence", "entropy_bounds"]
 _EPS = np.float32(1e-10)
 
 
+def _probs_row(c: Candidates, d: DistResult, i: int, q: np.ndarray, p: np.ndarray, x: np.ndarray) -> None:
+    """Row ``i``'s ``cur_p->data[j].p`` into ``p`` (float32 [m], as the reference rounds it; 0 on
+    padding) and ``x = p + 1e-10f`` (float32 [m]); ``q`` is float64 scratch [m]."""
+    np.divide(d.e[i], d.total[i], out=q)
+    p[...] = q
+    if c.sorted:
+        p[c.size[i]:] = 0.0  # padding: exact zero terms
+    np.add(p, _EPS, out=x)
+
+
 def _entropy_sum(c: Candidates, d: DistResult) -> np.ndarray:
     """``sum_i p_i * logf(p_i + 1e-10f)`` in float32, left to right over each array."""
     d.make_exact()
@@ -35,11 +45,7 @@ def _entropy_sum(c: Candidates, d: DistResult) -> np.ndarray:
     x = np.empty(m, dtype=np.float32)
     lg = LogfRows(m)
     for i in range(r):  # row by row: the float64 temporaries stay in cache
-        np.divide(d.e[i], d.total[i], out=q)
-        p[...] = q  # cur_p->data[i].p, a float
-        if c.sorted:
-            p[c.size[i]:] = 0.0  # padding: exact zero terms
-        np.add(p, _EPS, out=x)
+        _probs_row(c, d, i, q, p, x)
         lg.row(x, terms[i])
         terms[i] *= p
     return seq_sum(terms, np.float32)
@@ -77,11 +83,7 @@ def entropy_bounds(c: Candidates, d: DistResult, corrected: bool) -> tuple[np.nd
     g = m * _U32 / (1 - m * _U32)
     with np.errstate(all="ignore"):
         for i in range(r):
-            np.divide(d.e[i], d.total[i], out=q)
-            p[...] = q  # cur_p->data[i].p, exactly as the reference rounds it
-            if c.sorted:
-                p[c.size[i]:] = 0.0
-            np.add(p, _EPS, out=x)
+            _probs_row(c, d, i, q, p, x)
             np.log(x, out=x)
             x *= p  # the terms, <= 0
             t[...] = x
