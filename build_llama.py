@@ -128,26 +128,125 @@ def run(cmd: list[str], step: str, fix: str, cwd: Path | None = None, quiet: boo
 # 1. source
 
 
+def pip_setting(name: str) -> str:
+    """One of pip's own settings (``index-url``, ``extra-index-url``, ``cert``), as pip would read it:
+    ``PIP_<NAME>`` from the environment, else ``pip config`` (its global, user and site files)."""
+    env = os.environ.get("PIP_" + name.upper().replace("-", "_"))
+    if env:
+        return env
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for line in out.splitlines():  # e.g. global.index-url='https://...'
+        key, _, value = line.partition("=")
+        if key.split(".", 1)[-1] == name:
+            return value.strip().strip("'\"")
+    return ""
+
+
+def package_indexes() -> list[str]:
+    """The simple-API index URLs pip uses here: its configured index (else its default one),
+    then any extra indexes. The default is read from pip itself, so a mirror or proxy set up for
+    pip is the one used here too."""
+    primary = pip_setting("index-url")
+    if not primary:
+        try:
+            from pip._internal.models.index import PyPI  # the default pip falls back to
+            primary = PyPI.simple_url
+        except ImportError as exc:
+            raise BuildError("step 'source': pip is not installed and no PIP_INDEX_URL is set, so there "
+                             "is no package index to fetch the llama.cpp source from. Install pip "
+                             "(python -m ensurepip) or set PIP_INDEX_URL.") from exc
+    return [primary, *pip_setting("extra-index-url").split()]
+
+
+def sdist_links(index: str, project: str, context) -> dict[str, str]:
+    """File name -> absolute URL from one index's project page (PEP 503 HTML or PEP 691 JSON)."""
+    import html.parser
+    import urllib.parse
+    import urllib.request
+
+    page = index.rstrip("/") + "/" + project + "/"
+    req = urllib.request.Request(page, headers={
+        "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    with urllib.request.urlopen(req, timeout=60, context=context) as resp:
+        body = resp.read().decode("utf-8", "replace")
+        base = resp.geturl()
+        kind = resp.headers.get("Content-Type", "")
+    if "json" in kind:
+        files = json.loads(body).get("files", [])
+        return {f["filename"]: urllib.parse.urljoin(base, f["url"]) for f in files}
+    links: dict[str, str] = {}
+
+    class Anchors(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            href = dict(attrs).get("href")
+            if tag == "a" and href:
+                url = urllib.parse.urljoin(base, href)
+                links[urllib.parse.unquote(url.split("#")[0].rsplit("/", 1)[-1])] = url
+
+    Anchors().feed(body)
+    return links
+
+
+def download_verified(url: str, dest: Path, context) -> None:
+    """Stream ``url`` into ``dest`` (a temporary name, renamed only once the sha256 matches)."""
+    import urllib.request
+
+    h = hashlib.sha256()
+    part = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=120, context=context) as resp, open(part, "wb") as out:
+        for chunk in iter(lambda: resp.read(1 << 20), b""):
+            h.update(chunk)
+            out.write(chunk)
+    if h.hexdigest() != SDIST_SHA256:
+        part.unlink()
+        raise BuildError(f"step 'source': sha256 mismatch for {SDIST_NAME} from {url}: got {h.hexdigest()}, "
+                         f"pinned {SDIST_SHA256}. Refusing to build unverified source; the index is "
+                         "serving a different file under the pinned name.")
+    os.replace(part, dest)
+
+
 def fetch_sdist(root: Path) -> Path:
+    """The pinned sdist, fetched once as a plain file from pip's package index and checked by sha256.
+
+    Nothing of the sdist is built or imported (pip would prepare its metadata, which needs its
+    build backend), so neither pip's version nor scikit-build-core matters here.
+    """
+    import ssl
+    import urllib.error
+
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     sdist = downloads / SDIST_NAME
     if sdist.exists() and sha256_file(sdist) == SDIST_SHA256:
         return sdist
-    log(f"downloading {SDIST_NAME} from PyPI (76 MB) ...")
-    with tempfile.TemporaryDirectory(dir=downloads) as tmp:
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", tmp],
-            "source", "Check that PyPI is reachable (pip download).", quiet=True)
-        got = Path(tmp) / SDIST_NAME
-        if not got.exists():
-            raise BuildError(f"step 'source': pip did not produce {SDIST_NAME}")
-        digest = sha256_file(got)
-        if digest != SDIST_SHA256:
-            raise BuildError(f"step 'source': sha256 mismatch for {SDIST_NAME}: got {digest}, "
-                             f"pinned {SDIST_SHA256}. Refusing to build unverified source.")
-        os.replace(got, sdist)
-    return sdist
+    cert = pip_setting("cert")
+    context = ssl.create_default_context(cafile=cert if cert and os.path.isfile(cert) else None)
+    tried = []
+    for index in package_indexes():
+        try:
+            links = sdist_links(index, "llama-cpp-python", context)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            tried.append(f"{index}: {exc}")
+            continue
+        if SDIST_NAME not in links:
+            tried.append(f"{index}: no {SDIST_NAME} listed")
+            continue
+        log(f"downloading {SDIST_NAME} (76 MB) from {index} ...")
+        try:
+            download_verified(links[SDIST_NAME], sdist, context)
+        except (urllib.error.URLError, OSError) as exc:
+            tried.append(f"{links[SDIST_NAME]}: {exc}")
+            continue
+        return sdist
+    raise BuildError(
+        f"step 'source': could not fetch {SDIST_NAME} (sha256 {SDIST_SHA256[:12]}...). Tried:\n  "
+        + "\n  ".join(tried) + "\nFix: make one of these indexes reachable (pip's index-url / PIP_INDEX_URL), "
+        f"or put the file at {sdist} by hand, or build from a llama.cpp checkout with "
+        "HOSHIKAGE_LLAMA_CPP_DIR=/path/to/llama.cpp.")
 
 
 def extract_llama_cpp(root: Path, sdist: Path) -> Path:
@@ -157,6 +256,7 @@ def extract_llama_cpp(root: Path, sdist: Path) -> Path:
         return tree
     log("extracting vendor/llama.cpp ...")
     prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
+    (root / "src").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root / "src"))
     try:
         with tarfile.open(sdist) as tar:
