@@ -85,8 +85,22 @@ def run_serve(args: argparse.Namespace) -> int:
         from ..server.defaults import ensure_default_models
 
         ensure_default_models(Registry(settings.hoshikage_home))
+    print_examples(settings, Registry(settings.hoshikage_home))
     serve(settings)
     return 0
+
+
+def print_examples(settings: Any, registry: Any) -> None:
+    """Before serving: one ready-to-paste curl line per registered model (or how to add one)."""
+    from .examples import curl_lines
+
+    entries = registry.entries()
+    if not entries:
+        print(f"no models registered in {registry.path}: add one with `hoshikage add PATH NAME`", flush=True)
+        return
+    print("Try it, once the server says it is listening:", flush=True)
+    for line in curl_lines(settings.host, settings.port, entries, bool(settings.api_key)):
+        print("  " + line, flush=True)
 
 
 def run_add(args: argparse.Namespace) -> int:

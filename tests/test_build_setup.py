@@ -1,0 +1,165 @@
+"""The set-up steps a fresh machine runs (issue: a fresh machine must work).
+
+build_llama.py's source step is tested against a package index served on 127.0.0.1 with a
+small stand-in sdist, so that a cold cache (no ``downloads/``, no ``src/``) is exercised on every
+run without the 76 MB download: the file is found on the index pip is configured with, fetched
+as one file, checked by sha256, and its ``vendor/llama.cpp`` extracted.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import build_llama  # noqa: E402
+
+from hoshikage.cli.examples import base_url, curl_lines  # noqa: E402
+
+
+def stand_in_sdist() -> bytes:
+    """A tarball shaped like the pinned sdist: vendor/llama.cpp/include/llama.h and one file outside."""
+    buf = io.BytesIO()
+    prefix = f"llama_cpp_python-{build_llama.LLAMA_CPP_PYTHON_VERSION}/"
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in ((prefix + "vendor/llama.cpp/include/llama.h", b"/* llama.h */\n"),
+                           (prefix + "pyproject.toml", b"[build-system]\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Index:
+    """A simple-API index on 127.0.0.1: ``/simple/llama-cpp-python/`` lists ``files``."""
+
+    def __init__(self, files: dict[str, bytes], json_api: bool):
+        self.files, self.json_api, self.requests = files, json_api, []
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                index.requests.append(self.path)
+                if self.path == "/simple/llama-cpp-python/":
+                    if index.json_api:
+                        body = json.dumps({"files": [{"filename": n, "url": f"../../files/{n}"}
+                                                     for n in index.files]}).encode()
+                        kind = "application/vnd.pypi.simple.v1+json"
+                    else:
+                        body = "".join(f'<a href="/files/{n}#sha256=0">{n}</a>\n' for n in index.files).encode()
+                        kind = "text/html"
+                elif self.path.startswith("/files/") and self.path[7:] in index.files:
+                    body, kind = index.files[self.path[7:]], "application/octet-stream"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/simple"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pinned(monkeypatch):
+    """The stand-in sdist's bytes, with build_llama's pin pointed at its sha256."""
+    data = stand_in_sdist()
+    monkeypatch.setattr(build_llama, "SDIST_SHA256", hashlib.sha256(data).hexdigest())
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    monkeypatch.setattr(build_llama, "pip_setting",
+                        lambda name: {"index-url": build_llama.os.environ.get("PIP_INDEX_URL", "")}.get(name, ""))
+    return data
+
+
+@pytest.mark.parametrize("json_api", [False, True], ids=["html", "json"])
+def test_cold_cache_fetches_verifies_and_extracts(tmp_path, monkeypatch, pinned, json_api):
+    index = Index({build_llama.SDIST_NAME: pinned, "llama_cpp_python-0.0.1.tar.gz": b"other"}, json_api)
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", index.url)
+        root = tmp_path / "empty-cache"  # neither downloads/ nor src/ exist yet
+        sdist = build_llama.fetch_sdist(root)
+        assert sdist.read_bytes() == pinned
+        tree = build_llama.extract_llama_cpp(root, sdist)
+        assert (tree / "include" / "llama.h").read_bytes() == b"/* llama.h */\n"
+        assert not (tree.parent / "pyproject.toml").exists()  # only vendor/llama.cpp is extracted
+        # Warm: neither step touches the index again.
+        before = len(index.requests)
+        assert build_llama.fetch_sdist(root) == sdist
+        assert build_llama.extract_llama_cpp(root, sdist) == tree
+        assert len(index.requests) == before
+    finally:
+        index.close()
+
+
+def test_sha256_mismatch_is_refused_and_nothing_is_kept(tmp_path, monkeypatch, pinned):
+    index = Index({build_llama.SDIST_NAME: pinned + b"tampered"}, json_api=False)
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", index.url)
+        with pytest.raises(build_llama.BuildError, match="sha256 mismatch"):
+            build_llama.fetch_sdist(tmp_path)
+        assert list((tmp_path / "downloads").iterdir()) == []
+    finally:
+        index.close()
+
+
+def test_unreachable_index_names_what_was_tried_and_the_real_fixes(tmp_path, monkeypatch, pinned):
+    index = Index({"llama_cpp_python-0.0.1.tar.gz": b"x"}, json_api=True)  # reachable, file missing
+    index.close()
+    monkeypatch.setenv("PIP_INDEX_URL", index.url)  # closed: connection refused
+    with pytest.raises(build_llama.BuildError) as err:
+        build_llama.fetch_sdist(tmp_path)
+    msg = str(err.value)
+    assert "step 'source'" in msg and index.url in msg
+    assert "HOSHIKAGE_LLAMA_CPP_DIR" in msg and str(tmp_path / "downloads" / build_llama.SDIST_NAME) in msg
+    assert "build backend" not in msg and "scikit" not in msg
+
+
+def test_index_without_the_pinned_file_says_so(tmp_path, monkeypatch, pinned):
+    index = Index({"llama_cpp_python-0.0.1.tar.gz": b"x"}, json_api=True)
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", index.url)
+        with pytest.raises(build_llama.BuildError, match=f"no {build_llama.SDIST_NAME} listed"):
+            build_llama.fetch_sdist(tmp_path)
+    finally:
+        index.close()
+
+
+def test_pip_setting_reads_the_environment_first(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    assert build_llama.pip_setting("index-url") == "http://127.0.0.1:9/simple"
+    assert build_llama.package_indexes()[0] == "http://127.0.0.1:9/simple"
+
+
+def test_curl_lines_paste_into_a_shell():
+    import shlex
+
+    class Entry:
+        def __init__(self, max_tokens=None):
+            self.max_tokens = max_tokens
+
+    lines = curl_lines("0.0.0.0", 3030, {"smollm2": Entry(), "test-llada-tiny": Entry(32)}, api_key_set=True)
+    assert len(lines) == 2
+    argv = shlex.split(lines[1])
+    assert argv[:3] == ["curl", "-s", "http://127.0.0.1:3030/v1/chat/completions"]
+    body = json.loads(argv[argv.index("-d") + 1])
+    assert body["model"] == "test-llada-tiny" and body["max_tokens"] == 32
+    assert "Authorization: Bearer $API_KEY" in argv  # the key itself is never printed
+    assert base_url("::1", 8080) == "http://[::1]:8080"
