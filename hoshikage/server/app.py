@@ -8,8 +8,6 @@ even for ``stream=true``, because the response starts only when the job is ready
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +25,7 @@ from .. import __version__
 from ..errors import ModelLoadError
 from ..model import check_gguf_file
 from . import errors
+from .access import Access, HostCheck
 from .errors import APIError
 from .execute import Plan, Runner, make_plan
 from .openai_format import SSE_DONE, Formatter, extension, sse, sse_comment
@@ -40,6 +39,7 @@ log = logging.getLogger("hoshikage.server")
 
 POLL_S = 0.25  # how often a waiting handler checks its client and the queue deadline
 KEEPALIVE_S = 10.0  # an SSE comment after this long without events
+STATUS_PATH_FIELDS = ("loaded_from", "ramdisk_copies")  # /v1/status shows them to admin callers only
 
 
 class ServerState:
@@ -87,26 +87,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(HostCheck, allowed=settings.served_hosts())  # outermost: runs first
 
-    # -- authentication ----------------------------------------------------------------------
+    # -- authentication (rules in access.py) ---------------------------------------------------
 
-    def _key_ok(request: Request) -> bool:
-        given = request.headers.get("authorization", "")
-        token = given[7:].strip() if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        return hmac.compare_digest(token.encode(), (settings.api_key or "").encode())
-
-    def require_key(request: Request) -> None:
-        if settings.api_key and not _key_ok(request):
-            raise APIError("invalid_api_key", "missing or wrong API key (send 'Authorization: Bearer <API_KEY>')")
-
-    def require_admin(request: Request) -> None:
-        if settings.api_key:
-            require_key(request)
-        elif not _is_loopback(request.client.host if request.client else None):
-            raise APIError("forbidden", "admin endpoints accept loopback clients only unless API_KEY is set")
-
-    guarded = [Depends(require_key)]
-    admin = [Depends(require_admin)]
+    access = Access(settings)
+    guarded = [Depends(access.require_key)]
+    admin = [Depends(access.require_admin)]
 
     # -- documentation (guarded like every endpoint but /v1/status) ------------------------------
 
@@ -121,10 +108,15 @@ def create_app(settings: Settings) -> FastAPI:
     # -- information -----------------------------------------------------------------------------
 
     @app.get("/v1/status")
-    async def status() -> dict[str, Any]:
-        """Liveness and resources: loaded model, its kind, memory, queue, uptime (no API key needed)."""
+    async def status(request: Request) -> dict[str, Any]:
+        """Liveness and resources: loaded model, its kind, memory, queue, uptime (no API key needed;
+        file paths only for a caller the admin endpoints accept)."""
+        resident = state.residency.status()
+        if not access.is_admin(request):
+            for key in STATUS_PATH_FIELDS:
+                resident.pop(key, None)
         return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - state.started_at, 1),
-                **state.residency.status(), "queue": state.worker.status(),
+                **resident, "queue": state.worker.status(),
                 "requests": dict(state.counters),
                 "settings": {"idle_timeout": settings.idle_timeout, "great_timeout": settings.great_timeout,
                              "request_timeout": settings.request_timeout,
@@ -237,15 +229,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _not_found(name: str, state: ServerState) -> APIError:

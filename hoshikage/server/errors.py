@@ -20,6 +20,8 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request_error"),
     "memory_budget_exceeded": (400, "invalid_request_error"),
     "request_too_large": (413, "invalid_request_error"),
+    "request_timeout": (408, "invalid_request_error"),
+    "host_not_allowed": (400, "invalid_request_error"),
     "model_not_found": (404, "invalid_request_error"),
     "not_found": (404, "invalid_request_error"),
     "invalid_api_key": (401, "authentication_error"),

@@ -1,18 +1,28 @@
-"""Run the server: uvicorn with a clean stop on SIGTERM / SIGINT.
+"""Run the server: uvicorn with a clean stop on SIGTERM / SIGINT, and bounded connections.
 
 On the first signal the running generation is cancelled (it stops within one token or
 diffusion step), waiting clients get a 503 ``shutting_down`` error, uvicorn drains the
 connections, and the worker frees the model and deletes the RAM-disk copy. Registry writes
 are atomic, so nothing on disk is left half-written.
+
+Connections are bounded in time and number (slowloris): a request must arrive whole within
+``READ_TIMEOUT`` seconds, an idle keep-alive connection lasts ``KEEP_ALIVE_S``, and past
+``MAX_CONNECTIONS`` open connections a request is answered 429 and its connection closed.
+Forwarding headers are believed only from ``TRUSTED_PROXIES``.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import create_app
+from .errors import APIError
 from .logs import setup_logging
 from .settings import Settings
 
@@ -37,10 +47,101 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _raw_response(error: APIError) -> bytes:
+    """An error as bytes written straight to the socket (outside h11, which may be mid-request)."""
+    body = json.dumps(error.body()).encode()
+    return (f"HTTP/1.1 {error.status} {error.code.replace('_', ' ').title()}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            ).encode() + body
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on reading each request and a connection limit.
+
+    The read deadline starts when the connection opens, or when the first byte of a later request
+    arrives, and ends when the request's body is complete. (Between requests the keep-alive timeout
+    applies.) ``read_timeout`` and ``max_connections`` are set by ``bounded_protocol``.
+    """
+
+    read_timeout: float = 20.0
+    max_connections: int = 200
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._arm_read_timer()
+        if len(self.connections) > self.max_connections:
+            log.warning("%d open connections: answering 429 (MAX_CONNECTIONS=%d)", len(self.connections),
+                        self.max_connections)
+            self.app = _too_many_connections(self.max_connections)
+
+    def data_received(self, data: bytes) -> None:
+        if self._read_timer is None and self._between_requests():
+            self._arm_read_timer()
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete and not self.cycle.more_body:
+            self._disarm_read_timer()  # the whole request is in
+
+    def on_response_complete(self) -> None:
+        self._disarm_read_timer()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm_read_timer(self) -> None:
+        self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
+
+    def _disarm_read_timer(self) -> None:
+        if getattr(self, "_read_timer", None) is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self._between_requests() or not self.cycle.response_started:
+            self.transport.write(_raw_response(APIError(
+                "request_timeout", f"the request did not arrive whole within READ_TIMEOUT={self.read_timeout:g} "
+                "seconds; the connection is closed")))
+        log.info("closing a connection from %s: no whole request within %gs", self.client, self.read_timeout)
+        self.transport.close()
+
+
+def _too_many_connections(limit: int) -> Any:
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        error = APIError("server_busy", f"the server has too many open connections (MAX_CONNECTIONS={limit}); "
+                         "close idle ones or try again later")
+        response = error.response()
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+    return app
+
+
+def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:
+    """The protocol class uvicorn instantiates per connection, with this server's limits."""
+    return type("HoshikageH11Protocol", (BoundedH11Protocol,),
+                {"read_timeout": settings.read_timeout, "max_connections": settings.max_connections})
+
+
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    proxies = settings.trusted_proxies
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                          timeout_graceful_shutdown=GRACEFUL_S, timeout_keep_alive=KEEP_ALIVE_S, lifespan="on",
+                          http=bounded_protocol(settings), proxy_headers=bool(proxies),
+                          forwarded_allow_ips=proxies or None)
+
+
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_file_path, settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_S, timeout_keep_alive=KEEP_ALIVE_S, lifespan="on")
-    server = _Server(config, app.state.hoshikage.shutdown_soon)
+    if settings.host in ("0.0.0.0", "::", "") and not settings.allowed_hosts:
+        log.warning("HOST=%s: clients on other machines must use a name listed in ALLOWED_HOSTS "
+                    "(others get 400 host_not_allowed)", settings.host)
+    server = _Server(uvicorn_config(settings, app), app.state.hoshikage.shutdown_soon)
     server.run()

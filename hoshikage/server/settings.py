@@ -9,11 +9,12 @@ real environment variables win over both.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = "~/.config/hoshikage"
@@ -28,6 +29,17 @@ def default_memory_budget_mb() -> int:
     return max(256, total // 2 // 2**20)
 
 
+def host_name(value: str) -> str:
+    """A Host header (or ALLOWED_HOSTS entry) as the bare lowercase name: no port, no IPv6 brackets,
+    no trailing dot. '' when there is no name."""
+    text = value.strip().lower()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       case_sensitive=False)
@@ -36,8 +48,27 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(3030, ge=1, le=65535, description="TCP port.")
     api_key: str | None = Field(None, description="When set, every endpoint except /v1/status needs "
-                                "'Authorization: Bearer <API_KEY>'. When unset, admin endpoints accept "
-                                "loopback clients only.")
+                                "'Authorization: Bearer <API_KEY>' (or X-API-Key), the admin endpoints too "
+                                "unless ADMIN_API_KEY is set. When no key is set, the API is open and the admin "
+                                "endpoints accept local clients only (see TRUSTED_PROXIES).")
+    admin_api_key: str | None = Field(None, description="When set, the admin endpoints need this key instead "
+                                      "of API_KEY (neither API_KEY nor a local client opens them); it also opens "
+                                      "every other endpoint. Must differ from API_KEY.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Names the server answers to in the Host header besides HOST, "
+        "localhost, 127.0.0.1 and [::1] (JSON list or comma-separated; any port). Other names get 400 "
+        "host_not_allowed, which stops DNS rebinding. '*' allows any name (turns the check off).")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For / X-Forwarded-Proto are believed (JSON list or comma-separated). Empty: those headers "
+        "are ignored and the client is the socket's peer. A request carrying a forwarding header never "
+        "counts as a local admin client.")
+    read_timeout: float = Field(20, gt=0, description="Seconds a client has to send a whole request, headers "
+                                "and body, counted from the connection's opening or the request's first "
+                                "byte; then 408 request_timeout and the connection is closed (slowloris).")
+    max_connections: int = Field(200, ge=1, description="Open HTTP connections, idle keep-alive ones "
+                                 "included; a request on one more gets 429 server_busy and its connection "
+                                 "is closed.")
 
     # --- files ---------------------------------------------------------------------------
     hoshikage_home: Path = Field(Path(DEFAULT_HOME), description="Folder of model_map.json (the registry) "
@@ -104,7 +135,7 @@ class Settings(BaseSettings):
         "list or comma-separated); subfolders included, symlinks resolved. Empty: HOSHIKAGE_HOME, the "
         "Hoshikage cache (test models) and the user's home folder.")
 
-    @field_validator("default_stop", "admin_model_dirs", mode="before")
+    @field_validator("default_stop", "admin_model_dirs", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """A JSON list, or comma-separated text, as .env files write lists."""
@@ -116,6 +147,37 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [s for s in (p.strip() for p in text.split(",")) if s]
         return value
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if any(c in entry for c in "/@ ") or not host_name(entry):
+                raise ValueError(f"ALLOWED_HOSTS entries are host names or addresses (no scheme, path or "
+                                 f"spaces), not {entry!r}")
+        return [host_name(entry) for entry in value]
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in (e for e in value if e != "*"):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES entries are IP addresses or networks (CIDR), or '*', "
+                                 f"not {entry!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> Settings:
+        if self.admin_api_key and self.admin_api_key == self.api_key:
+            raise ValueError("ADMIN_API_KEY must differ from API_KEY (with the same value, every API user "
+                             "would be an admin); unset it to let API_KEY open the admin endpoints")
+        return self
+
+    def served_hosts(self) -> set[str]:
+        """Host-header names (see host_name) the server answers to; '*' means any."""
+        return {host_name(self.host), "localhost", "127.0.0.1", "::1", *self.allowed_hosts}
 
     def allowed_model_dirs(self) -> list[Path]:
         """Where POST /admin/models may register files from (resolved)."""

@@ -182,7 +182,7 @@ def _client(tmp_path, **settings):
     from hoshikage.server import create_app
 
     app = create_app(Settings(hoshikage_home=tmp_path, ramdisk_path=None, **settings))
-    return TestClient(app)  # its client address is "testclient": not loopback
+    return TestClient(app, base_url="http://localhost")  # its client address is "testclient": not loopback
 
 
 def test_admin_refuses_non_loopback_clients_without_api_key(tmp_path):
