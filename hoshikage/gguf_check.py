@@ -9,7 +9,10 @@ the problem, what llama.cpp would crash on or what plainly cannot work:
 - tensor tables whose dimensions, types, data offsets or sizes are impossible or run past
   the end of the file (a truncated or lying file);
 - the hyper-parameters llama.cpp only asserts: ``<arch>.block_count`` (1..512), expert
-  counts, ``<arch>.rope.scaling.type``; and a vocabulary listing the same token text twice.
+  counts, ``<arch>.rope.scaling.type``; a vocabulary listing the same token text twice;
+- a model without a vocabulary (``tokenizer.ggml.model`` "no_vocab" / "none"): it loads, but
+  llama.cpp aborts on the first tokenization. (What depends on llama.cpp's resolved special
+  tokens is checked after the load, by ``Model``.)
 
 It reads only the header (one pass; a large vocabulary takes a fraction of a second) and
 never the tensor data. What it accepts may still fail to load; llama.cpp then says why.
@@ -30,8 +33,15 @@ ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 _INT64_MAX = 2**63 - 1
 
 
+NO_VOCAB_MODELS = ("no_vocab", "none")  # llama-vocab.cpp: LLAMA_VOCAB_TYPE_NONE
+
+
 class _Bad(GGUFFormatError):
     pass
+
+
+class _Unusable(_Bad):
+    """Well-formed, but not a model Hoshikage can run."""
 
 
 def _quant_sizes() -> dict[int, tuple[int, int]]:
@@ -50,6 +60,8 @@ def check_gguf_structure(path: str | os.PathLike) -> dict[str, object]:
     try:
         header = read_header(p, arrays=False, hash_tokens=True)
         return _check(header)
+    except _Unusable as exc:
+        raise ModelLoadError(f"unusable model file {p}: {exc}") from None
     except GGUFFormatError as exc:
         raise ModelLoadError(f"corrupt GGUF file {p}: {exc}") from None
     except OSError as exc:
@@ -78,6 +90,10 @@ def _check(header: GGUFHeader) -> dict[str, object]:
                        "(truncated, or the tensor's size in the header is wrong)")
     meta = {k: v for k, v in header.kv.items() if v is not None}
     _check_hparams(meta, set(header.kv))
+    tokenizer = meta.get("tokenizer.ggml.model")
+    if tokenizer in NO_VOCAB_MODELS:
+        raise _Unusable(f"tokenizer.ggml.model is {tokenizer!r}: the model has no vocabulary, so text cannot be "
+                        "tokenized (llama.cpp would abort on the first tokenization)")
     hashes = header.token_hashes  # llama.cpp asserts every token text is unique
     if hashes is not None and np.unique(hashes).size != hashes.size:
         seen: set[bytes] = set()

@@ -10,16 +10,19 @@ allocation. Only the header is read (through mmap); tensor data is touched only 
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GGUFFormatError", "TensorInfo", "GGUFHeader", "read_header", "read_gguf",
-           "read_architecture", "TOKENS_KEY", "ALIGNMENT_KEY"]
+__all__ = ["GGUFFormatError", "NotRegularFileError", "TensorInfo", "GGUFHeader", "read_header", "read_gguf",
+           "read_architecture", "open_regular_file", "file_kind", "TOKENS_KEY", "ALIGNMENT_KEY",
+           "MAX_ARRAY_ELEMENTS", "MAX_STRING_ARRAY", "MAX_KV", "MAX_TENSORS"]
 
 _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
@@ -27,10 +30,49 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 _TENSOR_DTYPES = {0: np.float32, 1: np.float16}  # GGML_TYPE_F32, GGML_TYPE_F16
 TOKENS_KEY = "tokenizer.ggml.tokens"
 ALIGNMENT_KEY = "general.alignment"
+MAX_ARRAY_ELEMENTS = 2**30  # GGUF_MAX_ARRAY_ELEMENTS (ggml/src/gguf.cpp): llama.cpp refuses more
+# Each string costs a Python-level step to walk, so a lying count in a large (or sparse) file
+# would hold a thread for minutes: the largest real vocabularies and merge lists have < 1M.
+MAX_STRING_ARRAY = 2**24  # strings in all the header's arrays together
+MAX_KV = 2**16  # metadata entries (real files have under a few hundred)
+MAX_TENSORS = 2**20  # tensor entries (the largest MoE files have tens of thousands)
 
 
 class GGUFFormatError(ValueError):
     """The bytes are not a well-formed GGUF header; the message says what is wrong."""
+
+
+class NotRegularFileError(OSError):
+    """The path is a FIFO, a device, a socket or a directory: reading it could block or never end."""
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, in words ("a FIFO", "a directory", ...)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular_file(path: str | os.PathLike) -> int:
+    """A read-only file descriptor for ``path``, which must be a regular file.
+
+    The type is checked before opening (a FIFO would block the open, a device would never
+    end), the open is non-blocking, and the type is checked again on the descriptor, so a
+    file swapped in between is refused too. Raises NotRegularFileError, or the OSError of
+    stat/open (FileNotFoundError, PermissionError, ...).
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(errno.EINVAL, f"{file_kind(st.st_mode)}, not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(errno.EINVAL, f"{file_kind(mode)}, not a regular file")
+    return fd
 
 
 @dataclass(frozen=True)
@@ -64,7 +106,8 @@ class GGUFHeader:
         """The vocabulary's texts as raw bytes (read again from the file)."""
         if self.token_array_offset is None:
             return []
-        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with os.fdopen(open_regular_file(self.path), "rb") as f, \
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             _, count = struct.unpack_from("<IQ", data, self.token_array_offset)
             o, out = self.token_array_offset + 12, []
             for _ in range(count):
@@ -93,10 +136,13 @@ def read_header(path: str | os.PathLike, *, keys: set[str] | None = None, arrays
     values as lists (otherwise they are bounds-checked, skipped and stored as None);
     tensors: read the tensor table; stop_after: stop right after this metadata key (no
     tensor table); hash_tokens: hash every text of the vocabulary into ``token_hashes``.
-    Raises GGUFFormatError for a malformed header, OSError for an unreadable file.
+    Raises GGUFFormatError for a malformed header, OSError for an unreadable file
+    (NotRegularFileError for a FIFO, device, socket or directory: never opened blocking).
+    Work and memory are bounded by the file's size: every count is checked against the bytes
+    left before anything is allocated for it.
     """
     p = Path(path)
-    with open(p, "rb") as f:
+    with os.fdopen(open_regular_file(p), "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 24:
             raise GGUFFormatError(f"the file is truncated ({size} bytes, shorter than a GGUF header)")
@@ -125,6 +171,7 @@ class _Parser:
     def __init__(self, data: mmap.mmap, size: int, arrays: bool, hash_tokens: bool) -> None:
         self.data, self.size, self.arrays, self.hash_tokens = data, size, arrays, hash_tokens
         self.token_hashes: np.ndarray | None = None
+        self.strings_left = MAX_STRING_ARRAY  # shared by every string array of the header
 
     def need(self, o: int, n: int, what: str) -> None:
         if n < 0 or o + n > self.size:
@@ -151,6 +198,8 @@ class _Parser:
         et, count = self.unpack("<IQ", o, what)
         o += 12
         keep = keep and self.arrays
+        if count > MAX_ARRAY_ELEMENTS:
+            raise GGUFFormatError(f"{what} claims {count} elements; GGUF allows at most {MAX_ARRAY_ELEMENTS}")
         if et in _SCALAR:
             n = struct.calcsize("<" + _SCALAR[et]) * count
             self.need(o, n, f"{what} ({count} elements)")
@@ -159,6 +208,10 @@ class _Parser:
         if et == _STRING:
             if count > (self.size - o) // 8:
                 raise GGUFFormatError(f"{what} claims {count} strings, more than the file can hold")
+            if count > self.strings_left:
+                raise GGUFFormatError(f"{what} claims {count} strings; Hoshikage reads at most "
+                                      f"{MAX_STRING_ARRAY} in a header (real vocabularies have under a million)")
+            self.strings_left -= count
             return self._strings(o, count, what, keep, tokens and self.hash_tokens)
         if et == _ARRAY:
             raise GGUFFormatError(f"{what}: nested arrays are not supported")
@@ -183,7 +236,7 @@ class _Parser:
               stop_after: str | None) -> GGUFHeader:
         data, size = self.data, self.size
         if data[:4] != b"GGUF":
-            raise GGUFFormatError(f"not a GGUF file (it starts with {bytes(data[:4])!r}, not b'GGUF')")
+            raise GGUFFormatError("not a GGUF file (it does not start with the GGUF magic bytes)")
         version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
         if version not in (2, 3):
             raise GGUFFormatError(f"GGUF version {version} is not supported (2 or 3)")
@@ -194,6 +247,9 @@ class _Parser:
         if n_tensors > size // 24:
             raise GGUFFormatError(f"the header claims {n_tensors} tensors, more than the file's "
                                   f"{size} bytes can hold")
+        if n_kv > MAX_KV or n_tensors > MAX_TENSORS:
+            raise GGUFFormatError(f"the header claims {n_kv} metadata entries and {n_tensors} tensors; "
+                                  f"Hoshikage reads at most {MAX_KV} and {MAX_TENSORS}")
         out = GGUFHeader(path, version, {}, size=size)
         off, alignment = 24, 32
         for i in range(n_kv):

@@ -8,40 +8,68 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import _ffi
-from .chat_template import ChatMessage, normalize_messages, render_jinja_chat_template
+from .chat_template import ChatMessage, TemplateBoundError, normalize_messages, render_jinja_chat_template
 from .errors import ClosedError, ModelLoadError
 from .gguf_check import check_gguf_structure
+from .gguf_file import NotRegularFileError, open_regular_file
 
 LLAMA_TOKEN_NULL = -1
 GGUF_MAGIC = b"GGUF"
+# enum llama_vocab_type (llama.h)
+VOCAB_NONE, VOCAB_SPM, VOCAB_BPE, VOCAB_WPM, VOCAB_UGM = 0, 1, 2, 3, 4
+
+
+def _load_deadline(timeout: float | None) -> Any:
+    """A llama_progress_callback that stops the load once ``timeout`` seconds have passed."""
+    if timeout is None:
+        return None
+    if timeout <= 0:
+        raise ValueError(f"load_timeout must be > 0 seconds, got {timeout!r}")
+    deadline = time.monotonic() + timeout
+
+    @_ffi.ffi.callback("bool(float, void *)")
+    def progress(fraction: float, user_data: Any) -> bool:
+        return time.monotonic() < deadline
+
+    return progress
 
 
 def check_gguf_file(path: str | os.PathLike) -> Path:
-    """Return ``path`` as a Path if it looks like a GGUF file, else raise ModelLoadError saying why."""
+    """Return ``path`` as a Path if it looks like a GGUF file, else raise ModelLoadError saying why.
+
+    Only regular files are opened (a FIFO would block, a device never end), without blocking,
+    and the message never shows the file's bytes.
+    """
     try:
         p = Path(path).expanduser()
-        exists, is_dir = p.exists(), p.is_dir()
+        st = p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelLoadError(f"model file not found: {p}") from None
+    except PermissionError as exc:
+        raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
     except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of links, ...
         raise ModelLoadError(f"unusable model path {str(path)[:200]!r}: {exc}") from exc
-    if not exists:
-        raise ModelLoadError(f"model file not found: {p}")
-    if is_dir:
+    if stat.S_ISDIR(st.st_mode):
         raise ModelLoadError(f"model path is a directory, not a GGUF file: {p}")
     try:
-        with open(p, "rb") as f:
+        with os.fdopen(open_regular_file(p), "rb") as f:
             magic = f.read(4)
+    except NotRegularFileError as exc:
+        raise ModelLoadError(f"model path is {exc.strerror}: {p}") from None
     except OSError as exc:
         raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
     if len(magic) < 4:
-        raise ModelLoadError(f"model file is empty or truncated ({p.stat().st_size} bytes): {p}")
+        raise ModelLoadError(f"model file is empty or truncated ({st.st_size} bytes): {p}")
     if magic != GGUF_MAGIC:
-        raise ModelLoadError(f"not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r}): {p}")
+        raise ModelLoadError(f"not a GGUF file (it does not start with the GGUF magic bytes): {p}")
     return p
 
 
@@ -54,10 +82,12 @@ class Model:
         use_mmap: map the file instead of reading it (fast loads, shared pages).
         use_mlock: lock the weights in RAM.
         vocab_only: load only the vocabulary (tokenizer work, no weights).
+        load_timeout: seconds the load may take; past them llama.cpp is told to stop (through
+            its progress callback) and ModelLoadError says so. None: no limit.
     """
 
     def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0, use_mmap: bool = True,
-                 use_mlock: bool = False, vocab_only: bool = False):
+                 use_mlock: bool = False, vocab_only: bool = False, load_timeout: float | None = None):
         self.path = check_gguf_file(path)
         if not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
             raise ValueError(f"n_gpu_layers must be an int >= -1, got {n_gpu_layers!r}")
@@ -68,9 +98,15 @@ class Model:
         # llama.h folds mmap/mlock into one enum: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3.
         params.load_mode = (1 if use_mmap else 0) + (2 if use_mlock else 0)
         params.vocab_only = bool(vocab_only)
+        progress = _load_deadline(load_timeout)
+        if progress is not None:
+            params.progress_callback = progress
+        t0 = time.monotonic()
         with _LlamaErrors() as errors:
             ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if ptr == _ffi.NULL:
+            if progress is not None and time.monotonic() - t0 >= load_timeout:
+                raise ModelLoadError(f"loading {self.path} took longer than {load_timeout:g}s and was stopped")
             why = errors.reason()
             raise ModelLoadError(
                 f"llama.cpp could not load {self.path}: " + (why or "corrupt, truncated, or an unsupported "
@@ -78,9 +114,43 @@ class Model:
         self._ptr = ptr
         self._lib = lib
         self._vocab = lib.llama_model_get_vocab(ptr)
+        try:
+            self._check_vocab()
+        except ModelLoadError:
+            self.close()
+            raise
         self.load_params = {"n_gpu_layers": n_gpu_layers, "use_mmap": use_mmap,
                             "use_mlock": use_mlock, "vocab_only": vocab_only}
         self._metadata: dict[str, str] | None = None
+
+    def _check_vocab(self) -> None:
+        """Refuse a vocabulary llama.cpp would abort on (GGML_ASSERT/ABORT) at the first tokenize.
+
+        From llama-vocab.cpp: tokenizing with no vocabulary (``tokenizer.ggml.model`` "no_vocab"
+        or "none") aborts; so does adding a BOS/EOS token the vocabulary lacks (SPM, BPE and
+        UGM when ``add_bos``/``add_eos``; WPM always adds BOS and SEP), and the "test"
+        tokenizer divides by the vocabulary's size.
+        """
+        lib, vocab, null = self._lib, self._vocab, LLAMA_TOKEN_NULL
+        kind = int(lib.llama_vocab_type(vocab))
+        if kind == VOCAB_NONE:
+            raise ModelLoadError(f"{self.path} has no vocabulary (tokenizer.ggml.model is 'no_vocab' or 'none'): "
+                                 "it cannot turn text into tokens")
+        if int(lib.llama_vocab_n_tokens(vocab)) <= 0:
+            raise ModelLoadError(f"{self.path} has an empty vocabulary (tokenizer.ggml.tokens)")
+        missing = []
+        if kind == VOCAB_WPM:
+            missing = [name for name, fn in (("BOS", "llama_vocab_bos"), ("SEP", "llama_vocab_sep"))
+                       if int(getattr(lib, fn)(vocab)) == null]
+        elif kind in (VOCAB_SPM, VOCAB_BPE, VOCAB_UGM):
+            if lib.llama_vocab_get_add_bos(vocab) and int(lib.llama_vocab_bos(vocab)) == null:
+                missing.append("BOS")
+            if lib.llama_vocab_get_add_eos(vocab) and int(lib.llama_vocab_eos(vocab)) == null:
+                missing.append("EOS")
+        if missing:
+            raise ModelLoadError(f"{self.path}: the tokenizer adds a {' and a '.join(missing)} token but the "
+                                 "vocabulary has none (a special token id is missing or out of range); "
+                                 "llama.cpp would abort on the first tokenization")
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -292,13 +362,17 @@ class Model:
 
     def apply_chat_template(self, messages: Sequence[ChatMessage | dict], *,
                             add_generation_prompt: bool = True, template: str | None = None,
-                            engine: str = "jinja") -> str:
+                            engine: str = "jinja", deadline: float | None = None,
+                            should_stop: Callable[[], bool] | None = None) -> str:
         """Render ``messages`` ([{"role", "content"}, ...]) with the model's chat template.
 
         engine "jinja" (default) renders the template the way llama.cpp's tools do
         (``common_chat_templates_apply``: jinja, then a leading BOS / trailing EOS text is
         dropped when the tokenizer adds them itself); if the template does not render, or with
         engine "builtin", llama.cpp's built-in ``llama_chat_apply_template`` is used.
+        The jinja render is bounded (``hoshikage.chat_template``): ``deadline`` (a
+        ``time.monotonic()`` value) and ``should_stop`` limit it, and a template that breaks a
+        bound raises TemplateBoundError (a ValueError) instead of falling back.
         """
         if engine not in ("jinja", "builtin"):
             raise ValueError(f"engine must be 'jinja' or 'builtin', got {engine!r}")
@@ -310,7 +384,10 @@ class Model:
             bos, eos = self._token_text(self.bos_token), self._token_text(self.eos_token)
             try:
                 text = render_jinja_chat_template(tmpl, msgs, add_generation_prompt=add_generation_prompt,
-                                                  bos_token=bos, eos_token=eos)
+                                                  bos_token=bos, eos_token=eos, deadline=deadline,
+                                                  should_stop=should_stop)
+            except TemplateBoundError:
+                raise
             except ValueError:
                 text = None
             if text is not None:

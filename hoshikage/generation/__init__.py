@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..chat_format import Grammar
 from ..chat_template import ChatMessage
 from ..context import Context
 from ..model import Model
@@ -30,11 +31,14 @@ _SHARED = ("temperature", "top_k", "top_p", "seed")
 
 def prepare_prompt(model: Model, prompt: str | None = None,
                    messages: Sequence[ChatMessage | dict] | None = None,
-                   chat_template: bool = False) -> list[int]:
+                   chat_template: bool = False, *, deadline: float | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> list[int]:
     """Prompt tokens as the model will see them.
 
     ``messages`` (or ``prompt`` with ``chat_template=True``) go through the model's chat
-    template; the result is tokenized with special tokens parsed, as llama.cpp's tools do.
+    template, rendered within its bounds (``deadline``, ``should_stop``: see
+    ``Model.apply_chat_template``); the result is tokenized with special tokens parsed, as
+    llama.cpp's tools do.
     """
     if (prompt is None) == (messages is None):
         raise ValueError("give exactly one of prompt= or messages=")
@@ -42,11 +46,29 @@ def prepare_prompt(model: Model, prompt: str | None = None,
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     if messages is None and chat_template:
         messages = [{"role": "user", "content": prompt}]
-    text = model.apply_chat_template(messages) if messages is not None else prompt
+    text = (model.apply_chat_template(messages, deadline=deadline, should_stop=should_stop)
+            if messages is not None else prompt)
     tokens = model.tokenize(text, add_special=True, parse_special=True)
     if not tokens:
         raise ValueError("the prompt is empty (no tokens after tokenization)")
     return tokens
+
+
+def _check_prompt_tokens(model: Model, tokens: Sequence[int], prompt: str | None,
+                         messages: Sequence[ChatMessage | dict] | None) -> list[int]:
+    """Prepared prompt tokens: a non-empty list of ids within the vocabulary, given alone."""
+    if prompt is not None or messages is not None:
+        raise ValueError("give prompt_tokens= alone, without prompt= or messages=")
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+        raise ValueError("prompt_tokens must be a list of token ids")
+    out, n_vocab = [], model.n_vocab
+    for i, t in enumerate(tokens):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) < n_vocab:
+            raise ValueError(f"prompt_tokens[{i}] = {t!r} is not a token id in [0, {n_vocab})")
+        out.append(int(t))
+    if not out:
+        raise ValueError("prompt_tokens must not be empty")
+    return out
 
 
 def _round_up(n: int, to: int) -> int:
@@ -62,8 +84,12 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
              adjust: bool = True, stream: bool = False, context: Context | None = None,
              n_ctx: int | None = None, n_threads: int | None = None,
              on_step: StepCallback | None = None,
-             should_stop: Callable[[], bool] | None = None) -> Completion | Iterator[Chunk]:
-    """Generate text from ``prompt`` (raw text) or ``messages`` (chat).
+             should_stop: Callable[[], bool] | None = None,
+             prompt_tokens: Sequence[int] | None = None,
+             grammar: Grammar | None = None) -> Completion | Iterator[Chunk]:
+    """Generate text from ``prompt`` (raw text), ``messages`` (chat) or ``prompt_tokens``
+    (already prepared by :func:`prepare_prompt`, so that a caller that needed the count first
+    renders the chat template once).
 
     Shared parameters (None = the default for the model's kind): temperature, top_k, top_p,
     seed, and for autoregressive models also min_p and the penalties; ``stop`` strings end
@@ -77,6 +103,9 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     ``on_step(step, total, canvas)`` reports progress (return False to cancel);
     ``should_stop()`` is polled before each token or step.
 
+    ``grammar`` (autoregressive models; see ``hoshikage.chat_format``: ``json_schema_grammar``,
+    ``ChatFormatter.apply``) constrains every sampled token, e.g. to JSON valid for a schema.
+
     ``stream=True`` returns an iterator of Chunk (text deltas; a diffusion model yields its
     answer as one chunk); otherwise the Completion. ``context`` reuses a Context (it must be
     large enough); otherwise one is made and freed for this call.
@@ -84,8 +113,15 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     check_number("max_tokens", max_tokens, lo=1, integer=True)
     if isinstance(stop, str):
         stop = [stop]
-    prompt_tokens = prepare_prompt(model, prompt, messages, chat_template)
+    if prompt_tokens is None:
+        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template, should_stop=should_stop)
+    else:
+        prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    if model.is_diffusion and grammar is not None:
+        raise ValueError("grammar-constrained output needs an autoregressive model: a diffusion model "
+                         "decides every position of its canvas in parallel, which a left-to-right grammar "
+                         "cannot constrain")
     if model.is_diffusion:
         from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
 
@@ -99,7 +135,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
         extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
                  "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         sampling = SamplingParams(**{k: v for k, v in {**shared, **extra}.items() if v is not None}).with_seed()
-        chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop)
+        chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop,
+                            grammar)
     return chunks if stream else _collect(chunks)
 
 
@@ -121,7 +158,7 @@ def _diffusion_params(diffusion: DiffusionParams | dict | None, shared: dict[str
 
 def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling: SamplingParams,
                stop: Sequence[str], context: Context | None, n_ctx: int | None, n_threads: int | None,
-               should_stop: Callable[[], bool] | None) -> Iterator[Chunk]:
+               should_stop: Callable[[], bool] | None, grammar: Grammar | None = None) -> Iterator[Chunk]:
     need = len(prompt_tokens) + max_tokens
     limit = context.n_ctx if context is not None else (n_ctx or model.n_ctx_train)
     if len(prompt_tokens) >= limit:
@@ -133,7 +170,7 @@ def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling
         ctx = context or Context(model, n_ctx=min(limit, _round_up(need, 256)), n_threads=n_threads)
         try:
             yield from stream_autoregressive(model, ctx, prompt_tokens, max_tokens=max_tokens, sampling=sampling,
-                                             stop=stop, should_stop=should_stop)
+                                             stop=stop, should_stop=should_stop, grammar=grammar)
         finally:
             if context is None:
                 ctx.close()
