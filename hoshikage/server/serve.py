@@ -7,7 +7,8 @@ are atomic, so nothing on disk is left half-written.
 
 Connections are bounded in time and number (slowloris): a request must arrive whole within
 ``READ_TIMEOUT`` seconds, an idle keep-alive connection lasts ``KEEP_ALIVE_S``, and past
-``MAX_CONNECTIONS`` open connections a request is answered 429 and its connection closed.
+``MAX_CONNECTIONS`` open connections a new one closes the connection idle longest (no request in
+progress); when every connection has a request in progress, the new one is answered 429.
 Forwarding headers are believed only from ``TRUSTED_PROXIES``.
 """
 from __future__ import annotations
@@ -69,11 +70,24 @@ class BoundedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._read_timer: asyncio.TimerHandle | None = None
+        self._idle_since = self.loop.time()
         self._arm_read_timer()
         if len(self.connections) > self.max_connections:
-            log.warning("%d open connections: answering 429 (MAX_CONNECTIONS=%d)", len(self.connections),
-                        self.max_connections)
-            self.app = _too_many_connections(self.max_connections)
+            self._make_room()
+
+    def _make_room(self) -> None:
+        """Close the connection idle longest; with none idle, answer this one's request 429."""
+        idle = [c for c in self.connections if c is not self and isinstance(c, BoundedH11Protocol)
+                and c._between_requests() and not c.transport.is_closing()]
+        if idle:
+            oldest = min(idle, key=lambda c: c._idle_since)
+            log.debug("MAX_CONNECTIONS=%d: closing the connection from %s, idle longest", self.max_connections,
+                      oldest.client)
+            oldest.transport.close()
+            return
+        log.warning("%d open connections, all busy: answering 429 (MAX_CONNECTIONS=%d)", len(self.connections),
+                    self.max_connections)
+        self.app = _too_many_connections(self.max_connections)
 
     def data_received(self, data: bytes) -> None:
         if self._read_timer is None and self._between_requests():
@@ -84,6 +98,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         self._disarm_read_timer()
+        self._idle_since = self.loop.time()
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,8 +130,8 @@ class BoundedH11Protocol(H11Protocol):
 
 def _too_many_connections(limit: int) -> Any:
     async def app(scope: dict, receive: Any, send: Any) -> None:
-        error = APIError("server_busy", f"the server has too many open connections (MAX_CONNECTIONS={limit}); "
-                         "close idle ones or try again later")
+        error = APIError("server_busy", f"the server has {limit} open connections, each with a request in "
+                         f"progress (MAX_CONNECTIONS={limit}); try again later")
         response = error.response()
         response.headers["Connection"] = "close"
         await response(scope, receive, send)

@@ -67,8 +67,9 @@ class Settings(BaseSettings):
                                 "and body, counted from the connection's opening or the request's first "
                                 "byte; then 408 request_timeout and the connection is closed (slowloris).")
     max_connections: int = Field(200, ge=1, description="Open HTTP connections, idle keep-alive ones "
-                                 "included; a request on one more gets 429 server_busy and its connection "
-                                 "is closed.")
+                                 "included. One more closes the connection idle longest (no request in "
+                                 "progress); when every one has a request in progress, a request on the new "
+                                 "connection gets 429 server_busy.")
 
     # --- files ---------------------------------------------------------------------------
     hoshikage_home: Path = Field(Path(DEFAULT_HOME), description="Folder of model_map.json (the registry) "

@@ -236,7 +236,7 @@ def test_only_loopback_addresses_are_loopback():
 
 @pytest.fixture(scope="module")
 def bounded(make_server):
-    return make_server({**FAST_ENV, "READ_TIMEOUT": "2", "MAX_CONNECTIONS": "6"})
+    return make_server({**FAST_ENV, "READ_TIMEOUT": "5", "MAX_CONNECTIONS": "6"})
 
 
 def _connect(server) -> socket.socket:
@@ -255,7 +255,7 @@ def _assert_408(data: bytes) -> None:
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), data[:200]
     err = json.loads(body)["error"]
-    assert err["code"] == "request_timeout" and "READ_TIMEOUT=2" in err["message"], err
+    assert err["code"] == "request_timeout" and "READ_TIMEOUT=5" in err["message"], err
 
 
 def test_slow_and_idle_connections_are_closed(bounded):
@@ -273,21 +273,38 @@ def test_slow_and_idle_connections_are_closed(bounded):
     assert "Traceback" not in "\n".join(bounded.log_lines())
 
 
-def test_connections_past_max_connections_are_refused(bounded):
+def test_past_max_connections_the_longest_idle_is_closed(bounded):
     before = registry_bytes(bounded)
     time.sleep(0.5)  # let the server notice the earlier tests' closed connections (they count until then)
-    held = []
+    idle = [_connect(bounded) for _ in range(6)]  # MAX_CONNECTIONS of them, sending nothing
     try:
-        for _ in range(6):  # idle keep-alive connections, each after one whole request
-            client = httpx.Client(base_url=bounded.url)
-            assert client.get("/v1/status").status_code == 200
-            held.append(client)
+        time.sleep(0.5)  # all six accepted before the next one
+        assert httpx.get(bounded.url + "/v1/status").status_code == 200  # a 7th: the oldest idle one goes
+        assert idle[0].recv(4096) == b""  # closed without an answer (it never asked anything)
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.5)
+    assert_still_fine(bounded, before)
+
+
+def test_past_max_connections_all_busy_gets_429(bounded):
+    before = registry_bytes(bounded)
+    time.sleep(0.5)
+    busy = [_connect(bounded) for _ in range(6)]
+    for sock in busy:  # each one's request is in progress: its body is still coming
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+    try:
+        time.sleep(0.5)  # the six requests have reached the server
         with httpx.Client(base_url=bounded.url) as extra:
             r = extra.get("/v1/status")
         err = assert_error(r, 429, "server_busy", "MAX_CONNECTIONS=6")
         assert err["type"] == "rate_limit_error" and r.headers["connection"] == "close"
+        for sock in busy:  # and READ_TIMEOUT ends the six
+            _assert_408(_read_all(sock))
     finally:
-        for client in held:
-            client.close()
+        for sock in busy:
+            sock.close()
     time.sleep(0.5)
     assert_still_fine(bounded, before)
