@@ -20,6 +20,7 @@ from .chat_template import ChatMessage, TemplateBoundError, normalize_messages, 
 from .errors import ClosedError, ModelLoadError
 from .gguf_check import check_gguf_structure
 from .gguf_file import NotRegularFileError, open_regular_file
+from .text_limits import check_runs
 
 LLAMA_TOKEN_NULL = -1
 GGUF_MAGIC = b"GGUF"
@@ -311,9 +312,12 @@ class Model:
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Text -> token ids. ``add_special`` adds BOS/EOS as the model wants; ``parse_special``
-        turns special-token text such as ``<|im_start|>`` into its single token."""
+        turns special-token text such as ``<|im_start|>`` into its single token. ValueError for
+        a run of one character class that llama.cpp's regex pre-tokenizers would crash on
+        (``hoshikage.text_limits``)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        check_runs(text)
         data = text.encode("utf-8", "surrogatepass")
         lib, vocab = self._lib, self.vocab_ptr
         capacity = len(data) + 8

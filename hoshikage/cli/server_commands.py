@@ -108,8 +108,9 @@ def run_add(args: argparse.Namespace) -> int:
 
     from ..errors import ModelLoadError
     from ..model import check_gguf_file
-    from ..server.registry import ModelEntry
+    from ..server.registry import ModelEntry, entry_problem
     from ..server.schemas import DiffusionDefaults
+    from ..server.text_rules import shown
 
     try:
         path = check_gguf_file(args.path).resolve()
@@ -126,15 +127,21 @@ def run_add(args: argparse.Namespace) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         print("hoshikage add: --max-tokens must be >= 1", file=sys.stderr)
         return 2
-    registry = _registry(args)
     entry = ModelEntry(name=args.name, path=path, stop=tuple(args.stop), description=args.description,
                        test_model=args.test_model, diffusion=diffusion, max_tokens=args.max_tokens)
+    problem = entry_problem(entry)  # the name rule; no undecodable bytes (lone surrogates) anywhere
+    if problem is not None:
+        print(f"hoshikage add: {shown(problem)}", file=sys.stderr)
+        return 2
+    registry = _registry(args)
     replaced = registry.add(entry)
-    print(f"{'replaced' if replaced else 'added'} {args.name} -> {path} (registry: {registry.path})")
+    print(f"{'replaced' if replaced else 'added'} {args.name} -> {shown(str(path))} (registry: {registry.path})")
     return 0
 
 
 def run_rm(args: argparse.Namespace) -> int:
+    from ..server.text_rules import shown
+
     registry = _registry(args)
     if not registry.remove(args.name):
         entry = registry.get(args.name)
@@ -142,11 +149,13 @@ def run_rm(args: argparse.Namespace) -> int:
                  if entry is not None else "")
         print(f"hoshikage rm: no model named {args.name!r} in {registry.path}{where}", file=sys.stderr)
         return 1
-    print(f"removed {args.name}")
+    print(f"removed {shown(args.name)}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ..server.text_rules import shown
+
     registry = _registry(args)
     entries = registry.entries()
     if args.json:
@@ -156,13 +165,13 @@ def run_list(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no models in {registry.path} or {registry.models_dir}")
         return 0
-    width = max(len(n) for n in entries)
-    for name, e in sorted(entries.items()):
+    width = max(len(shown(n)) for n in entries)
+    for name, e in sorted(entries.items()):  # shown(): no terminal escapes from a name, path or description
         kind = e.kind_hint() or "unreadable"
         labels = [kind] + (["TEST MODEL"] if e.test_model else []) + \
                  (["from models/"] if e.source == "models_dir" else [])
         stop = f"  stop={list(e.stop)}" if e.stop else ""
-        print(f"{name:<{width}}  {e.path}  [{', '.join(labels)}]{stop}")
+        print(f"{shown(name):<{width}}  {shown(str(e.path))}  [{', '.join(labels)}]{stop}")
         if e.description:
-            print(f"{'':<{width}}  {e.description}")
+            print(f"{'':<{width}}  {shown(e.description)}")
     return 0

@@ -15,6 +15,7 @@ from ..chat_template import ChatMessage
 from ..context import Context
 from ..model import Model
 from ..sampling.params import DiffusionParams
+from ..text_limits import check_prompt_text
 from .autoregressive import stream_autoregressive
 from .params import SamplingParams, check_number
 from .types import Chunk, Completion, Timings
@@ -31,13 +32,15 @@ _SHARED = ("temperature", "top_k", "top_p", "seed")
 def prepare_prompt(model: Model, prompt: str | None = None,
                    messages: Sequence[ChatMessage | dict] | None = None,
                    chat_template: bool = False, *, deadline: float | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> list[int]:
+                   should_stop: Callable[[], bool] | None = None, n_ctx: int | None = None) -> list[int]:
     """Prompt tokens as the model will see them.
 
     ``messages`` (or ``prompt`` with ``chat_template=True``) go through the model's chat
     template, rendered within its bounds (``deadline``, ``should_stop``: see
     ``Model.apply_chat_template``); the result is tokenized with special tokens parsed, as
-    llama.cpp's tools do.
+    llama.cpp's tools do. Before that, text too long for a context of ``n_ctx`` tokens
+    (default: the training length), or with too long a run of one character class, is refused
+    (ValueError naming messages or prompt; see hoshikage.text_limits).
     """
     if (prompt is None) == (messages is None):
         raise ValueError("give exactly one of prompt= or messages=")
@@ -47,6 +50,7 @@ def prepare_prompt(model: Model, prompt: str | None = None,
         messages = [{"role": "user", "content": prompt}]
     text = (model.apply_chat_template(messages, deadline=deadline, should_stop=should_stop)
             if messages is not None else prompt)
+    check_prompt_text(text, n_ctx or model.n_ctx_train or 4096, "prompt" if prompt is not None else "messages")
     tokens = model.tokenize(text, add_special=True, parse_special=True)
     if not tokens:
         raise ValueError("the prompt is empty (no tokens after tokenization)")
@@ -109,7 +113,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     if isinstance(stop, str):
         stop = [stop]
     if prompt_tokens is None:
-        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template, should_stop=should_stop)
+        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template, should_stop=should_stop,
+                                       n_ctx=context.n_ctx if context is not None else n_ctx)
     else:
         prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}

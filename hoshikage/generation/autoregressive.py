@@ -14,23 +14,33 @@ from .text_stream import TextStream
 from .types import Chunk, Completion, Timings
 
 
-class SamplerChain:
-    """An owned ``llama_sampler`` chain built from SamplingParams (freed by close())."""
+def penalty_window(repeat_last_n: int, n_ctx: int) -> int:
+    """The penalties sampler's look-back in tokens: -1 is the whole context, and no look-back
+    is longer than the context (it could hold no more tokens). llama.cpp allocates a ring
+    buffer of this many tokens up front, and would turn -1 into 0 (off)."""
+    return n_ctx if repeat_last_n < 0 else min(repeat_last_n, n_ctx)
 
-    def __init__(self, params: SamplingParams, n_vocab: int):
+
+class SamplerChain:
+    """An owned ``llama_sampler`` chain built from SamplingParams (freed by close()).
+
+    ``n_ctx`` bounds the penalty look-back (see ``penalty_window``); top_k above the vocabulary
+    acts as the whole vocabulary, as llama.cpp would clamp it."""
+
+    def __init__(self, params: SamplingParams, n_vocab: int, n_ctx: int):
         lib = _ffi.lib()
         self._lib = lib
         self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda s: lib.llama_sampler_chain_add(self.ptr, s)  # noqa: E731 - the chain takes ownership
         p = params
         if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-            add(lib.llama_sampler_init_penalties(n_vocab, p.repeat_last_n, p.repeat_penalty,
+            add(lib.llama_sampler_init_penalties(n_vocab, penalty_window(p.repeat_last_n, n_ctx), p.repeat_penalty,
                                                  p.frequency_penalty, p.presence_penalty))
         if p.greedy:
             add(lib.llama_sampler_init_greedy())
             return
         if p.top_k > 0:
-            add(lib.llama_sampler_init_top_k(p.top_k))
+            add(lib.llama_sampler_init_top_k(min(p.top_k, n_vocab)))
         if p.top_p < 1.0:
             add(lib.llama_sampler_init_top_p(p.top_p, 1))
         if p.min_p > 0.0:
@@ -73,7 +83,7 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
     finish = "length"
     first_token_at = None
     params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), **(extra_params or {})}
-    with SamplerChain(sampling, model.n_vocab) as chain:
+    with SamplerChain(sampling, model.n_vocab, ctx.n_ctx) as chain:
         while len(tokens) < max_tokens:
             if should_stop is not None and should_stop():
                 finish = "cancelled"

@@ -132,11 +132,11 @@ class Runner:
 
     def _generate(self, job: Job, plan: Plan, model: Any, kind: str):
         text_args = {"prompt": plan.prompt, "messages": plan.messages}
+        limit = self.residency.max_tokens_in_context()
         try:
-            n_prompt = len(prepare_prompt(model, **text_args))
+            n_prompt = len(prepare_prompt(model, **text_args, n_ctx=limit))
         except ValueError as exc:
             raise from_value_error(exc) from exc
-        limit = self.residency.max_tokens_in_context()
         if n_prompt >= limit:
             raise APIError("validation_error", f"the prompt has {n_prompt} tokens, which leaves no room in "
                            f"the context of {limit} tokens (N_CTX / the model's training length)",
@@ -153,16 +153,12 @@ class Runner:
                 canvas = -(-canvas // block) * block  # the block schedule may round the canvas up
             tokens = min(canvas, limit)
             self._check_memory(model, n_prompt, tokens, bucket(tokens, limit), block, plan)
-            steps = plan.diffusion["steps"]
-            if steps > limit:  # more steps than any canvas has positions: only time would be spent
-                raise APIError("validation_error", f"diffusion_steps={steps} is more than the {limit} positions a "
-                               f"canvas can have (N_CTX / the model's training length); use at most {limit}",
-                               param="diffusion_steps", status=400)
-            timeout *= max(1.0, steps / self.settings.diffusion_steps)
+            timeout = self._diffusion_timeout(plan.diffusion["steps"], limit)
             kwargs["diffusion"] = {**plan.diffusion, "algorithm": Algorithm(plan.diffusion["algorithm"]),
                                    "schedule": Schedule(plan.diffusion["schedule"])}
             on_step = self._on_step(job, plan, model, n_prompt)
         else:
+            check_look_back(plan.sampling["repeat_last_n"], limit)
             tokens = min(n_prompt + plan.max_tokens, limit)
         try:
             context = self.residency.context(kind, tokens)
@@ -208,6 +204,21 @@ class Runner:
                                f"{done} {unit}")
             return None
         return completion
+
+    def _diffusion_timeout(self, steps: int, limit: int) -> float:
+        """The request's timeout: REQUEST_TIMEOUT scaled by its steps, at most DIFFUSION_TIMEOUT_CAP;
+        400 naming diffusion_steps above MAX_DIFFUSION_STEPS or the context's positions."""
+        s = self.settings
+        if steps > limit:  # more steps than any canvas has positions: only time would be spent
+            raise APIError("validation_error", f"diffusion_steps={steps} is more than the {limit} positions a "
+                           f"canvas can have (N_CTX / the model's training length); use at most {limit}",
+                           param="diffusion_steps", status=400)
+        if steps > s.max_diffusion_steps:
+            raise APIError("validation_error", f"diffusion_steps={steps} is more than MAX_DIFFUSION_STEPS="
+                           f"{s.max_diffusion_steps} (each step is a forward pass over the whole canvas); use "
+                           f"at most {s.max_diffusion_steps}", param="diffusion_steps", status=400)
+        scaled = s.request_timeout * max(1.0, steps / s.diffusion_steps)
+        return max(s.request_timeout, min(scaled, s.diffusion_timeout_cap))
 
     def _check_memory(self, model: Any, n_prompt: int, canvas: int, n_ubatch: int, block: int | None,
                       plan: Plan) -> None:
@@ -278,6 +289,14 @@ class SettledText:
             return ""
         delta, self.sent = text[len(self.sent):], text
         return delta
+
+
+def check_look_back(repeat_last_n: int, limit: int) -> None:
+    """400 naming repeat_last_n when it looks back further than any context can hold (-1: all of it)."""
+    if repeat_last_n > limit:
+        raise APIError("validation_error", f"repeat_last_n={repeat_last_n} looks back further than the context of "
+                       f"{limit} tokens (N_CTX / the model's training length) holds; use at most {limit}, or -1 "
+                       "for the whole context", param="repeat_last_n", status=400)
 
 
 def _meta_int(model: Any, key: str, default: int) -> int:

@@ -3,6 +3,10 @@
 Each generation writes one line on ``hoshikage.server.requests``::
 
     model=smollm2 kind=autoregressive prompt_tokens=31 completion_tokens=16 steps=0 time=0.21s tokens/s=94.0 finish=length
+
+A record is one line: control and other non-printable characters in a message (a model name, a
+path, a line of llama.cpp's log) are escaped, so no input can forge a log line or send terminal
+escapes; tracebacks keep their lines.
 """
 from __future__ import annotations
 
@@ -11,8 +15,18 @@ import sys
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 
+from .text_rules import shown
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _HANDLER_NAME = "hoshikage-server"
+
+
+class OneLineFormatter(logging.Formatter):
+    """Escapes non-printable characters in the message (not in the traceback that may follow)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = shown(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(log_file_path: Path | None, level: str = "INFO") -> logging.Handler:
@@ -29,7 +43,7 @@ def setup_logging(log_file_path: Path | None, level: str = "INFO") -> logging.Ha
     if handler is None:
         handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(OneLineFormatter(FORMAT))
     for name in ("hoshikage", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:

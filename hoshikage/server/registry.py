@@ -11,6 +11,11 @@ Hoshikage 1.0's ``{"path": "<folder>", "model": "<file>.gguf"}`` entries are rea
 ``*.gguf`` files in ``models/`` are served under their file name without ``.gguf`` unless a
 registered entry already uses that name or that file.
 
+Names follow one rule (``text_rules.model_name_problem``: printable, at most 128 characters, no
+surrounding whitespace, no ``/``), and no text may hold a lone surrogate. ``add`` refuses a bad
+entry; when reading, an entry that breaks the rules (or lacks a path) is skipped with a warning
+naming it, the others are served, and the file keeps it untouched.
+
 Every change is read-modify-write under an exclusive ``flock`` on ``model_map.json.lock``, and
 written to a temporary file in the same folder, fsynced, then renamed over the old one: a CLI
 edit racing the server, or a crash mid-write, never loses or corrupts entries. Readers notice
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .gguf_header import guess_kind
+from .text_rules import model_name_problem, surrogate_problem
 
 log = logging.getLogger("hoshikage.server")
 
@@ -67,7 +73,25 @@ class ModelEntry:
         return out
 
 
+def entry_problem(entry: ModelEntry) -> str | None:
+    """Why ``entry`` cannot be registered (its name, or a lone surrogate in its text), else None."""
+    problem = model_name_problem(entry.name)
+    if problem is not None:
+        return problem
+    for what, value in (("path", str(entry.path)), ("stop", list(entry.stop)), ("description", entry.description)):
+        problem = surrogate_problem(value)
+        if problem is not None:
+            return f"entry {entry.name!r}: {what}{problem if problem.startswith('[') else ': ' + problem}"
+    return None
+
+
 def _entry_from_json(name: str, raw: Any, base: Path) -> ModelEntry:
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise RegistryError(problem)
+    problem = surrogate_problem(raw)
+    if problem is not None:
+        raise RegistryError(f"entry {name!r}: {problem}")
     if not isinstance(raw, dict) or not isinstance(raw.get("path"), str):
         raise RegistryError(f"entry {name!r} needs a 'path' string")
     path = Path(raw["path"]).expanduser()
@@ -81,10 +105,13 @@ def _entry_from_json(name: str, raw: Any, base: Path) -> ModelEntry:
     diffusion = raw.get("diffusion") or {}
     if not isinstance(diffusion, dict):
         raise RegistryError(f"entry {name!r}: 'diffusion' must be an object")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise RegistryError(f"entry {name!r}: 'description' must be a string")
     max_tokens = raw.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise RegistryError(f"entry {name!r}: 'max_tokens' must be a positive integer")
-    return ModelEntry(name=name, path=path, stop=tuple(stop), description=raw.get("description"),
+    return ModelEntry(name=name, path=path, stop=tuple(stop), description=description,
                       test_model=bool(raw.get("test_model", False)), diffusion=dict(diffusion),
                       max_tokens=max_tokens)
 
@@ -120,6 +147,8 @@ class Registry:
             return {}
         except OSError as exc:
             raise RegistryError(f"cannot read {self.path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise RegistryError(f"{self.path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         try:
             raw = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as exc:
@@ -127,6 +156,16 @@ class Registry:
         if not isinstance(raw, dict):
             raise RegistryError(f"{self.path} must hold a JSON object of model entries")
         return raw
+
+    def _valid_entries(self, raw: dict[str, Any]) -> dict[str, ModelEntry]:
+        """The entries of the file that can be served; each other one is skipped with a warning."""
+        registered = {}
+        for name, value in raw.items():
+            try:
+                registered[name] = _entry_from_json(name, value, self.home)
+            except RegistryError as exc:
+                log.warning("%s: entry skipped (the file keeps it): %s", self.path, exc)
+        return registered
 
     def _discover(self, registered: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
         if not self.models_dir.is_dir():
@@ -136,6 +175,10 @@ class Registry:
         for gguf in sorted(self.models_dir.glob("*.gguf")):
             name = gguf.stem
             if name in registered or gguf.resolve() in used_paths:
+                continue
+            problem = model_name_problem(name) or surrogate_problem(str(gguf))
+            if problem is not None:
+                log.warning("%s: file not served (rename it): %s", self.models_dir, problem)
                 continue
             found[name] = ModelEntry(name=name, path=gguf, source="models_dir")
         return found
@@ -147,10 +190,10 @@ class Registry:
             if signature != self._signature:
                 try:
                     raw = self._read_raw()
-                    registered = {name: _entry_from_json(name, value, self.home) for name, value in raw.items()}
                 except RegistryError as exc:
                     log.error("registry not reloaded, keeping the previous entries: %s", exc)
                     return dict(self._entries)
+                registered = self._valid_entries(raw)
                 self._entries = {**registered, **self._discover(registered)}
                 self._signature = signature
             return dict(self._entries)
@@ -191,9 +234,8 @@ class Registry:
     def _write_atomic(self, raw: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".model_map.", suffix=".tmp", dir=self.home)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(raw, f, ensure_ascii=False, indent=2)
-                f.write("\n")
+            with os.fdopen(fd, "wb") as f:
+                f.write(_json_bytes(raw))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -208,7 +250,11 @@ class Registry:
             os.close(dir_fd)
 
     def add(self, entry: ModelEntry) -> bool:
-        """Register (or replace) ``entry``; True if it replaced an existing entry."""
+        """Register (or replace) ``entry``; True if it replaced an existing entry. ValueError if the
+        entry breaks the rules (see ``entry_problem``)."""
+        problem = entry_problem(entry)
+        if problem is not None:
+            raise ValueError(problem)
         with self._locked() as raw:
             replaced = entry.name in raw
             raw[entry.name] = entry.to_json()
@@ -221,6 +267,15 @@ class Registry:
                 return False
             del raw[name]
         return True
+
+
+def _json_bytes(raw: dict[str, Any]) -> bytes:
+    """The file's text, readable as written (non-ASCII kept), unless an entry the reader skips holds
+    a lone surrogate: then that is written as its JSON escape, so the file stays valid UTF-8."""
+    try:
+        return (json.dumps(raw, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(raw, ensure_ascii=True, indent=2) + "\n").encode("ascii")
 
 
 @contextmanager

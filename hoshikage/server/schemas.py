@@ -6,6 +6,10 @@ Extra fields are top-level, which is also where the openai SDK's ``extra_body`` 
 ``diffusion_eps``, ``diffusion_block_length``, ``diffusion_alg_temp``, ``diffusion_cfg_scale``,
 ``diffusion_stream_blocks``). Unknown OpenAI fields are ignored so chat UIs keep working; an
 unknown ``diffusion_*`` field is refused, since it is almost certainly a typo.
+
+Every body model derives from ``Checked``: a string with a lone surrogate anywhere in a field
+(``"\\ud800"`` in JSON) is refused naming that field, before anything runs; such text could not
+be encoded in the response. Stop strings are bounded (``MAX_STOP``, ``MAX_STOP_CHARS``).
 """
 from __future__ import annotations
 
@@ -14,8 +18,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..sampling.params import Algorithm, Schedule
+from .text_rules import MODEL_NAME_MAX, model_name_problem, surrogate_problem
 
 _SCHEDULE_ALIASES = {"TIMESTEP": Schedule.TIMESTEP_BASED, "BLOCK": Schedule.BLOCK_BASED}
+MAX_STOP = 16  # stop strings per request (or per model)
+# Each stop string's length: the text stream holds back up to this much of the answer and
+# compares every suffix with it per token, so the cost per token grows with its square.
+MAX_STOP_CHARS = 256
+MAX_DESCRIPTION_CHARS = 1000
 
 
 def parse_enum(enum: type, value: Any, field: str, aliases: dict[str, Any] | None = None) -> int:
@@ -40,11 +50,34 @@ def parse_enum(enum: type, value: Any, field: str, aliases: dict[str, Any] | Non
     raise ValueError(f"{field}: unknown value {value!r} (one of: {names})")
 
 
-class StreamOptions(BaseModel):
+def check_stops(value: str | list[str] | None) -> list[str]:
+    """The stop strings as a list (empty ones dropped); ValueError past MAX_STOP or MAX_STOP_CHARS."""
+    stops = [value] if isinstance(value, str) else list(value or [])
+    if len(stops) > MAX_STOP:
+        raise ValueError(f"at most {MAX_STOP} stop strings, got {len(stops)}")
+    for i, stop in enumerate(stops):
+        if len(stop) > MAX_STOP_CHARS:
+            raise ValueError(f"stop string {i} has {len(stop)} characters; at most {MAX_STOP_CHARS}")
+    return [s for s in stops if s]
+
+
+class Checked(BaseModel):
+    """A request body (or part of one) whose strings must all be valid Unicode."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_lone_surrogates(cls, value: Any) -> Any:
+        problem = surrogate_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+class StreamOptions(Checked):
     include_usage: bool = False
 
 
-class GenerationFields(BaseModel):
+class GenerationFields(Checked):
     """What chat and completions share: sampling, stop, streaming and the diffusion fields."""
 
     model_config = ConfigDict(extra="ignore")
@@ -61,7 +94,8 @@ class GenerationFields(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    stop: str | list[str] | None = Field(None, description="Up to 16 stop strings, merged with the model's.")
+    stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOP} stop strings of at most "
+                                         f"{MAX_STOP_CHARS} characters, merged with the model's.")
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -102,10 +136,7 @@ class GenerationFields(BaseModel):
     @field_validator("stop", mode="after")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> list[str]:
-        stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > 16:
-            raise ValueError(f"at most 16 stop strings, got {len(stops)}")
-        return [s for s in stops if s]
+        return check_stops(value)
 
     def diffusion_overrides(self) -> dict[str, Any]:
         """The diffusion fields this request set, under DiffusionParams' names."""
@@ -113,7 +144,7 @@ class GenerationFields(BaseModel):
         return {n: getattr(self, f"diffusion_{n}") for n in names if getattr(self, f"diffusion_{n}") is not None}
 
 
-class ChatMessageIn(BaseModel):
+class ChatMessageIn(Checked):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
@@ -161,7 +192,7 @@ class CompletionRequest(GenerationFields):
         return self.max_tokens
 
 
-class DiffusionDefaults(BaseModel):
+class DiffusionDefaults(Checked):
     """Per-model diffusion defaults in the registry (DiffusionParams' names)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -185,14 +216,28 @@ class DiffusionDefaults(BaseModel):
         return None if value is None else parse_enum(Schedule, value, "schedule", _SCHEDULE_ALIASES)
 
 
-class AddModelRequest(BaseModel):
+class AddModelRequest(Checked):
     """POST /admin/models."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[^/\s][^/]*$")
+    name: str = Field(..., min_length=1, max_length=MODEL_NAME_MAX,
+                      description="Printable text, no surrounding whitespace, no '/'.")
     path: str = Field(..., min_length=1, description="Path of the .gguf file on the server's machine.")
     stop: list[str] = Field(default_factory=list)
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
     test_model: bool = False
     diffusion: DiffusionDefaults | None = None
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("stop", mode="after")
+    @classmethod
+    def _stop(cls, value: list[str]) -> list[str]:
+        return check_stops(value)

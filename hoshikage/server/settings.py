@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     max_tokens: int = Field(1024, ge=1, description="Answer length when a request gives none. For a "
                             "diffusion model it sets the canvas (prompt + max_tokens), bounded by the context.")
     repeat_penalty: float = Field(1.0, gt=0.0, description="Autoregressive repeat penalty; 1.0 is off.")
-    repeat_last_n: int = Field(64, ge=-1, description="Tokens the repeat penalty looks back over; 0 is off.")
+    repeat_last_n: int = Field(64, ge=-1, description="Tokens the repeat penalty looks back over; 0 is off, "
+                               "-1 the whole context (a longer look-back acts as the context: it holds no more).")
     default_stop: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["<|im_end|>", "</s>"],
         description="Stop strings merged with each model's own (JSON list or comma-separated).")
@@ -108,6 +109,12 @@ class Settings(BaseSettings):
     diffusion_alg_temp: float = Field(0.0, ge=0.0, description="Algorithm temperature; > 0 samples positions.")
     diffusion_cfg_scale: float = Field(0.0, ge=0.0, description="Classifier-free guidance; > 0 enables it "
                                        "(a second pass per step).")
+    max_diffusion_steps: int = Field(1024, ge=1, description="Most denoising steps one request may ask for "
+                                     "(request, registry entry or DIFFUSION_STEPS); more get 400 naming "
+                                     "diffusion_steps. Each step is a forward pass over the whole canvas.")
+    diffusion_timeout_cap: float = Field(1800, gt=0, description="Longest timeout of a diffusion request, in "
+                                         "seconds: REQUEST_TIMEOUT scaled by its steps is cut to this (never "
+                                         "below REQUEST_TIMEOUT), so no request holds the worker longer.")
     diffusion_memory_budget_mb: int = Field(default_factory=default_memory_budget_mb, ge=1,
                                             description="Largest estimated memory of one diffusion request "
                                             "(logits + compute buffer + sampler); above it the request is "
@@ -121,8 +128,12 @@ class Settings(BaseSettings):
     ramdisk_path: Path | None = Field(Path("/dev/shm"), description="Copy models here and load them from the "
                                       "copy (Linux; faster reloads). Empty: off.")
     request_timeout: float = Field(300, gt=0, description="Seconds one generation may run; a diffusion request "
-                                   "gets REQUEST_TIMEOUT * steps / DIFFUSION_STEPS when that is longer.")
+                                   "gets REQUEST_TIMEOUT * steps / DIFFUSION_STEPS when that is longer, at most "
+                                   "DIFFUSION_TIMEOUT_CAP.")
     queue_timeout: float = Field(120, gt=0, description="Seconds a request may wait for its turn; then 503.")
+    load_timeout: float = Field(300, gt=0, description="Seconds a model may take to be made ready: the "
+                                "child-process probe, the RAM-disk copy and the load together; past them the "
+                                "request gets model_load_failed.")
     max_queue: int = Field(16, ge=0, description="Requests that may wait while one runs; one more gets 429.")
 
     # --- hardening ------------------------------------------------------------------------
@@ -198,6 +209,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @field_validator("default_stop", mode="after")
+    @classmethod
+    def _stop_strings(cls, value: list[str]) -> list[str]:
+        from .text_rules import surrogate_problem
+
+        problem = surrogate_problem(value)
+        if problem is not None:  # e.g. undecodable bytes in the environment: no response could echo them
+            raise ValueError(f"DEFAULT_STOP{problem}")
+        return value
 
     @property
     def registry_path(self) -> Path:
