@@ -23,11 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ModelLoadError
-from ..model import check_gguf_file
 from . import errors
 from .access import Access, HostCheck
 from .errors import APIError
 from .execute import Plan, Runner, make_plan
+from .gguf_header import check_model_path
 from .openai_format import SSE_DONE, Formatter, extension, sse, sse_comment
 from .registry import ModelEntry, Registry, RegistryError
 from .residency import Residency
@@ -130,14 +130,15 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/models", dependencies=guarded)
     async def list_models() -> dict[str, Any]:
         entries = state.registry.entries()
-        return {"object": "list", "data": [_model_card(e, state) for e in entries.values()]}
+        cards = await asyncio.to_thread(lambda: [_model_card(e, state) for e in entries.values()])
+        return {"object": "list", "data": cards}
 
     @app.get("/v1/models/{name:path}", dependencies=guarded)
     async def get_model(name: str) -> dict[str, Any]:
         entry = state.registry.get(name)
         if entry is None:
             raise _not_found(name, state)
-        return _model_card(entry, state)
+        return await asyncio.to_thread(_model_card, entry, state)
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -155,15 +156,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/admin/models", dependencies=admin)
     async def add_model(body: AddModelRequest) -> dict[str, Any]:
+        # The allow-list first, nothing opened before it, and off the event loop (gguf_header.py).
         try:
-            path = check_gguf_file(body.path).resolve()
+            path = await asyncio.to_thread(check_model_path, body.path, settings.allowed_model_dirs())
         except ModelLoadError as exc:
             raise APIError("validation_error", str(exc), param="path", status=400) from exc
-        allowed = settings.allowed_model_dirs()
-        if not any(path == d or d in path.parents for d in allowed):
-            raise APIError("validation_error", f"{path} is outside the folders models may be registered from "
-                           f"({', '.join(map(str, allowed))}; set ADMIN_MODEL_DIRS to change them)",
-                           param="path", status=400)
         entry = ModelEntry(name=body.name, path=path, stop=tuple(body.stop), description=body.description,
                            test_model=body.test_model,
                            diffusion=body.diffusion.model_dump(exclude_none=True) if body.diffusion else {})

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import Algorithm, Schedule, generate, prepare_prompt
 from .._ffi._loader import BUILD_COMMAND, LibraryNotFound
+from ..chat_template import RENDER_TIMEOUT_S, RenderStopped, TemplateBoundError
 from ..errors import ContextError, HoshikageError, ModelLoadError
 from .errors import APIError, from_value_error
 from .memory import bucket, estimate_diffusion
@@ -134,9 +135,20 @@ class Runner:
         text_args = {"prompt": plan.prompt, "messages": plan.messages}
         limit = self.residency.max_tokens_in_context()
         try:
-            n_prompt = len(prepare_prompt(model, **text_args, n_ctx=limit))
+            # Rendered once, here, within a bound (chat_template.py); generate() gets the tokens.
+            prompt_tokens = prepare_prompt(model, **text_args, n_ctx=limit, should_stop=job.cancelled.is_set,
+                                           deadline=time.monotonic() + min(RENDER_TIMEOUT_S,
+                                                                           self.settings.request_timeout))
+        except RenderStopped:
+            if job.cancel_reason == "shutdown":
+                raise APIError("shutting_down", "the server is shutting down") from None
+            return None
+        except TemplateBoundError as exc:
+            raise APIError("validation_error", f"the chat template of {plan.entry.name} cannot render these "
+                           f"messages: {exc}", param="messages", status=400) from exc
         except ValueError as exc:
             raise from_value_error(exc) from exc
+        n_prompt = len(prompt_tokens)
         if n_prompt >= limit:
             raise APIError("validation_error", f"the prompt has {n_prompt} tokens, which leaves no room in "
                            f"the context of {limit} tokens (N_CTX / the model's training length)",
@@ -175,7 +187,7 @@ class Runner:
             return False
 
         try:
-            chunks = generate(model, **text_args, max_tokens=plan.max_tokens, stop=plan.stop, stream=True,
+            chunks = generate(model, prompt_tokens=prompt_tokens, max_tokens=plan.max_tokens, stop=plan.stop, stream=True,
                               context=context, on_step=on_step, should_stop=should_stop, **kwargs)
         except ValueError as exc:
             raise from_value_error(exc) from exc

@@ -6,6 +6,10 @@ assertions than any list; a file that kills the child here is refused with
 ``model_load_failed`` instead of taking the server down. Each file (path, size, mtime,
 inode) is probed once per server process; reloading it after an idle unload costs nothing.
 ``PROBE_MODELS=false`` turns this off. Nothing here imports cffi.
+
+Besides loading, the child tokenizes a short text and renders the model's chat template
+once (bounded, see ``hoshikage.chat_template``), so a vocabulary that aborts on the first
+tokenization or a template that loops is caught there, under the probe's timeout.
 """
 from __future__ import annotations
 
@@ -19,14 +23,28 @@ from ..errors import ModelLoadError
 
 PROBE_TIMEOUT_S = 300.0
 
-# The child loads the model on the CPU with a small context and reports; exit 0 = loadable,
-# exit 3 = an ordinary load error (its message on stdout), death by a signal = llama.cpp aborted.
+# The child loads the model on the CPU with a small context, tokenizes, renders the chat
+# template, and reports; exit 0 = usable, exit 3 = an ordinary error (its message on stdout),
+# death by a signal = llama.cpp aborted. A template that merely refuses the probe's
+# conversation (raise_exception, or neither engine renders it) is not an error here: requests
+# will say so; one that breaks the render's bounds is.
 CHILD_CODE = r"""
 import sys
 from hoshikage import Context, Model
+from hoshikage.chat_template import TemplateBoundError
 try:
     with Model(sys.argv[1], n_gpu_layers=0) as model:
         Context(model, n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1).close()
+        model.tokenize("Hello, world!\n", add_special=True, parse_special=True)
+        if model.chat_template is not None:
+            try:
+                text = model.apply_chat_template([{"role": "user", "content": "Hello"}])
+            except TemplateBoundError as exc:
+                raise ValueError(f"{model.path}: its chat template cannot be used: {exc}") from None
+            except ValueError:
+                text = None
+            if text:
+                model.tokenize(text, add_special=True, parse_special=True)
 except Exception as exc:  # a load error, or no usable native library: the message says which
     print(str(exc).replace("\n", " "), flush=True)
     sys.exit(3)
@@ -45,8 +63,10 @@ def probe_model(path: Path, *, timeout: float = PROBE_TIMEOUT_S, code: str = CHI
         done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True,
                               text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise ModelLoadError(f"loading {path} in a test process took longer than {timeout:g}s; "
-                             "not loading it into the server") from None
+        exc = ModelLoadError(f"loading {path} in a test process took longer than {timeout:.0f}s; "
+                             "not loading it into the server")
+        exc.timed_out = True  # not a verdict on the file: it is not remembered as refused
+        raise exc from None
     if done.returncode == 0:
         return
     if done.returncode == 3:

@@ -4,7 +4,13 @@
 - After ``IDLE_TIMEOUT`` seconds without requests the model and its contexts are freed.
 - With ``RAMDISK_PATH`` set (Linux), the GGUF is copied there first (temp file + rename) and
   loaded from the copy; copies are deleted after ``GREAT_TIMEOUT`` seconds of complete
-  inactivity, and at shutdown.
+  inactivity, and at shutdown. The folder ``RAMDISK_PATH/hoshikage`` must be private: created
+  0700, or an existing real directory owned by this user that no one else can write to
+  (otherwise the RAM disk is not used, and the log says why). Copies are 0600, written to an
+  unpredictable temporary name opened with O_EXCL, then renamed.
+- Making a model ready (pre-check, child-process probe, RAM-disk copy, load) has one deadline,
+  ``LOAD_TIMEOUT``. A file refused by the pre-check or the probe is remembered by (path, size,
+  mtime, inode), so later requests for it are answered without reading it again.
 - Contexts are sized in power-of-two buckets (``memory.bucket``): one for autoregressive
   prompts + answers, one ``n_ubatch = n_batch = bucket`` context per diffusion canvas size.
   A context is reused while it is large enough; a larger request replaces it.
@@ -18,13 +24,18 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import sys
+import tempfile
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from .. import Context, Model
+from ..errors import ModelLoadError
+from ..gguf_file import open_regular_file
 from .memory import bucket, process_memory, release_free_memory
 from .probe import file_signature, probe_model
 from .registry import ModelEntry, Registry
@@ -34,6 +45,8 @@ log = logging.getLogger("hoshikage.server")
 
 RAMDISK_FOLDER = "hoshikage"
 RAMDISK_HEADROOM = 256 * 2**20  # leave this much free on the RAM disk after a copy
+COPY_CHUNK = 64 * 2**20  # bytes copied between two looks at the load deadline
+MAX_REFUSED = 256  # refused file signatures remembered
 
 
 class Residency:
@@ -54,6 +67,8 @@ class Residency:
         self._context_info: dict[str, Any] | None = None  # plain numbers, for status()
         self._copies: dict[Path, Path] = {}  # original -> RAM-disk copy
         self._probed: set[tuple] = set()  # file signatures that loaded in a child process
+        self._refused: OrderedDict[tuple, str] = OrderedDict()  # signature -> why the pre-check/probe refused it
+        self._ramdisk_warned: str | None = None
         self.loads = 0
         self.unloads = 0
         self._adopt_existing_copies()
@@ -63,19 +78,29 @@ class Residency:
     def acquire(self, entry: ModelEntry) -> Model:
         """The loaded model for ``entry``, loading it (and unloading another) if needed.
 
-        Raises ModelLoadError (bad file) or ValueError (bad setting) from Model().
+        Raises ModelLoadError (bad file, or LOAD_TIMEOUT passed) or ValueError (bad setting).
         """
         now = self._clock()
         self.last_used = self.last_activity = now
         if self.model is not None and self.entry is not None and self.entry.path == entry.path:
             self.entry = entry  # stop words or defaults may have changed
             return self.model
-        self._probe(entry.path)  # a broken file is refused before the loaded model is given up
-        if self.model is not None:
-            self.unload(f"switching to {entry.name}")
-        path = self._ramdisk_copy(entry.path) or entry.path
-        t0 = time.perf_counter()
-        model = Model(path, n_gpu_layers=self.settings.n_gpu_layers)
+        limit = self.settings.load_timeout
+        deadline = time.monotonic() + limit
+        try:
+            self._probe(entry.path, deadline)  # a broken file is refused before the loaded model is given up
+            if self.model is not None:
+                self.unload(f"switching to {entry.name}")
+            path = self._ramdisk_copy(entry.path, deadline) or entry.path
+            t0 = time.perf_counter()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ModelLoadError("out of time before llama.cpp could start loading it")
+            model = Model(path, n_gpu_layers=self.settings.n_gpu_layers, load_timeout=left)
+        except ModelLoadError as exc:
+            if time.monotonic() < deadline:
+                raise
+            raise ModelLoadError(f"{entry.path} was not ready within LOAD_TIMEOUT={limit:g}s: {exc}") from None
         with self._lock:
             self.entry, self.model, self.loaded_from = entry, model, path
             self.kind = "diffusion" if model.is_diffusion else "autoregressive"
@@ -86,22 +111,37 @@ class Residency:
                  self.model_mb, path, time.perf_counter() - t0)
         return model
 
-    def _probe(self, path: Path) -> None:
-        """With PROBE_MODELS, load a file not seen before in a child process first (see probe.py)."""
+    def _probe(self, path: Path, deadline: float) -> None:
+        """With PROBE_MODELS, load a file not seen before in a child process first (see probe.py).
+
+        Refusals by the pre-check or the probe (not timeouts) are remembered per file signature.
+        """
         if not self.settings.probe_models:
             return
         from ..gguf_check import check_gguf_structure
         from ..model import check_gguf_file
 
-        check_gguf_file(path)  # missing, a directory, not GGUF: say so without a child process
+        check_gguf_file(path)  # missing, a directory, a FIFO, not GGUF: say so without a child process
         signature = file_signature(path)
         if signature in self._probed:
             return
-        check_gguf_structure(path)  # what is known to be broken fails here, without a child process
+        if signature in self._refused:
+            raise ModelLoadError(self._refused[signature])
         t0 = time.perf_counter()
-        probe_model(path)
+        try:
+            check_gguf_structure(path)  # what is known to be broken fails here, without a child process
+            probe_model(path, timeout=max(1.0, deadline - time.monotonic()))
+        except ModelLoadError as exc:
+            if not getattr(exc, "timed_out", False):
+                self._remember_refusal(signature, str(exc))
+            raise
         self._probed.add(signature)
         log.info("probed %s in a child process in %.2fs", path, time.perf_counter() - t0)
+
+    def _remember_refusal(self, signature: tuple, message: str) -> None:
+        self._refused[signature] = message
+        while len(self._refused) > MAX_REFUSED:
+            self._refused.popitem(last=False)
 
     def max_tokens_in_context(self) -> int:
         """Largest context/canvas for the loaded model: N_CTX, bounded by its training length."""
@@ -180,23 +220,42 @@ class Residency:
     # -- RAM disk --------------------------------------------------------------------------
 
     def _ramdisk_dir(self) -> Path | None:
+        """``RAMDISK_PATH/hoshikage`` if it is (or could be made) private to this user, else None."""
         root = self.settings.ramdisk_path
         if root is None or not sys.platform.startswith("linux") or not root.is_dir():
             return None
-        return root / RAMDISK_FOLDER
+        folder = root / RAMDISK_FOLDER
+        problem = private_folder(folder)
+        if problem is not None:
+            if problem != self._ramdisk_warned:
+                log.warning("not using the RAM disk: %s %s; loading models from their own files. Remove it "
+                            "(or set RAMDISK_PATH to a folder of your own)", folder, problem)
+                self._ramdisk_warned = problem
+            return None
+        self._ramdisk_warned = None
+        return folder
 
     def _adopt_existing_copies(self) -> None:
-        """Copies left by a previous run are tracked (and expire); half-written ones are deleted."""
+        """Copies left by a previous run are tracked (and expire); half-written ones are deleted.
+        Only regular files of this user are touched."""
         folder = self._ramdisk_dir()
-        if folder is None or not folder.is_dir():
+        if folder is None:
             return
         for p in folder.iterdir():
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                continue
             if p.name.endswith(".tmp"):
                 p.unlink(missing_ok=True)
             elif p.suffix == ".gguf":
+                if st.st_mode & 0o077:
+                    os.chmod(p, 0o600)  # copies of an older version were 0644
                 self._copies[p] = p
 
-    def _ramdisk_copy(self, original: Path) -> Path | None:
+    def _ramdisk_copy(self, original: Path, deadline: float) -> Path | None:
         folder = self._ramdisk_dir()
         if folder is None:
             return None
@@ -207,20 +266,21 @@ class Residency:
             st = src.stat()
             digest = hashlib.sha1(str(src).encode()).hexdigest()[:12]
             dest = folder / f"{digest}-{src.name}"
-            if dest.is_file() and dest.stat().st_size == st.st_size and dest.stat().st_mtime >= st.st_mtime:
+            if _usable_copy(dest, st):
                 self._copies[original] = dest
                 return dest
-            folder.mkdir(parents=True, exist_ok=True)
             if shutil.disk_usage(folder).free < st.st_size + RAMDISK_HEADROOM:
                 log.warning("not copying %s to the RAM disk %s: not enough free space", src.name, folder)
                 return None
-            tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
             t0 = time.perf_counter()
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{digest}-", suffix=".tmp")  # O_EXCL, 0600
             try:
-                shutil.copyfile(src, tmp)
+                _copy_into(src, fd, deadline)
                 os.replace(tmp, dest)
             finally:
-                tmp.unlink(missing_ok=True)
+                Path(tmp).unlink(missing_ok=True)
+        except TimeoutError:
+            raise ModelLoadError(f"copying {original} to the RAM disk did not finish in time") from None
         except OSError as exc:
             log.warning("RAM-disk copy of %s failed, loading the original: %s", original, exc)
             return None
@@ -257,3 +317,57 @@ class Residency:
             }
         out["memory"] = process_memory()
         return out
+
+
+# -- RAM-disk helpers -------------------------------------------------------------------------
+
+def private_folder(folder: Path) -> str | None:
+    """Make ``folder`` (mode 0700) or check the one there; None if usable, else what is wrong.
+
+    Usable: a real directory (not a symlink) owned by this user that no one else can write to;
+    group and other permissions are then removed (an older version created it 0755).
+    """
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror})"
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"belongs to another user (uid {st.st_uid}, not {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"can be written by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+    return None
+
+
+def _usable_copy(dest: Path, src: os.stat_result) -> bool:
+    """An earlier copy: a regular file of ours (not a link), 0600, as large as and newer than the original."""
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+            and st.st_size == src.st_size and st.st_mtime >= src.st_mtime)
+
+
+def _copy_into(src: Path, fd: int, deadline: float) -> None:
+    """Copy ``src`` into the open file ``fd`` (closed here), raising TimeoutError past ``deadline``."""
+    with os.fdopen(fd, "wb") as out, os.fdopen(open_regular_file(src), "rb") as inp:
+        size, offset = os.fstat(inp.fileno()).st_size, 0
+        while offset < size:
+            sent = os.sendfile(out.fileno(), inp.fileno(), offset, min(COPY_CHUNK, size - offset))
+            if sent == 0:
+                raise OSError(f"{src} shrank while it was copied")
+            offset += sent
+            if time.monotonic() > deadline:
+                raise TimeoutError
