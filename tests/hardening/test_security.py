@@ -113,12 +113,12 @@ def test_admin_registers_only_gguf_files_inside_the_allowed_folders(tmp_path, go
                 ("traversal", str(allowed / ".." / "outside" / "elsewhere.gguf"), "outside the folders"),
                 ("symlink", str(allowed / "link.gguf"), "outside the folders"),
                 ("registered-elsewhere", str(good_models["smollm2"]), "outside the folders"),
-                ("etc", "/etc/passwd", "not a GGUF file"),
+                ("etc", "/etc/passwd", "outside the folders"),  # checked before opening (finding 5)
                 ("text", str(allowed / "notes.gguf"), "not a GGUF file"),
                 ("passwd", str(allowed / "passwd-copy.gguf"), "not a GGUF file"),
                 ("dir", str(allowed), "directory"),
                 ("missing", str(allowed / "missing.gguf"), "not found"),
-                ("proc", "/proc/self/environ", "not a GGUF")):
+                ("proc", "/proc/self/environ", "outside the folders")):
             r = add(name, path)
             assert r.status_code == 400, (name, r.text)
             err = r.json()["error"]
