@@ -184,3 +184,72 @@ def build_vocab(arch: str, pad_to: int | None = None, base: BaseTokenizer | None
     ids = {"bos": index[plan.bos], "eos": index[plan.eos], "eot": index[plan.eot],
            "pad": index[plan.pad], "mask": index[MASK_TOKEN]}
     return Vocab(tokens, types, base.merges, base.pre, ids, plan.add_bos, plan.chat_template)
+
+
+# --- a small byte-level vocabulary (for the trained models in hoshikage/trained) ----------
+
+# ChatML without a default system prompt: the same markers as Dream's template, 40 tokens
+# shorter per prompt with a byte-level vocabulary. llama.cpp recognises it as "chatml".
+CHATML_TEMPLATE = RND1_TEMPLATE
+
+# LLaDA's Llama-3 headers without the bos_token in the text: the tokenizer adds BOS
+# (add_bos_token), so llama.cpp's jinja and built-in "llama3" renderings give the same tokens.
+LLAMA3_NO_BOS_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+# Per family: the special tokens (appended after the 256 byte tokens, in this order), the
+# chat template and the pre-tokenizer (both split text without cleaning up spaces when
+# decoding; with no merges every byte stays one token anyway).
+BYTE_PRE = {"llada": "llama-bpe", "dream": "qwen2"}
+BYTE_SPECIALS: dict[str, tuple[tuple[str, ...], str]] = {
+    "llada": (("<|endoftext|>", "<|startoftext|>", "<|start_header_id|>", "<|end_header_id|>",
+               "<|eot_id|>", MASK_TOKEN), LLAMA3_NO_BOS_TEMPLATE),
+    "dream": (("<|endoftext|>", "<|beginoftext|>", "<|im_start|>", "<|im_end|>", MASK_TOKEN),
+              CHATML_TEMPLATE),
+}
+# One merge, of two NUL bytes: llama.cpp requires a merges array, gguf-py refuses an empty one,
+# and no text here contains NUL, so every character stays one token.
+_NUL_MERGE = ("\u0100 \u0100", "\u0100\u0100")
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map of the 256 byte values to printable characters (byte-level BPE)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+def build_byte_vocab(arch: str, pad_to: int = VOCAB_MULTIPLE * 5) -> Vocab:
+    """A byte-level BPE vocabulary (``gpt2`` model, ``BYTE_PRE`` pre-tokenizer) where token id ``b`` is
+    the byte ``b`` (0-255), then the NUL-merge token, then the family's special tokens
+    (CONTROL), padded with ``<|reserved_N|>`` to ``pad_to`` (320). One token per byte of text."""
+    if arch not in BYTE_SPECIALS:
+        raise ValueError(f"no byte vocabulary for {arch!r}; expected one of {', '.join(BYTE_SPECIALS)}")
+    specials, template = BYTE_SPECIALS[arch]
+    plan = VOCAB_PLANS[arch]
+    b2u = byte_to_unicode()
+    tokens = [b2u[b] for b in range(256)] + [_NUL_MERGE[1]]
+    types = [NORMAL] * len(tokens)
+    for t in specials:
+        tokens.append(t)
+        types.append(CONTROL)
+    if pad_to < len(tokens):
+        raise ValueError(f"pad_to={pad_to} is below the {len(tokens)} tokens needed")
+    types.extend([CONTROL] * (pad_to - len(tokens)))
+    tokens.extend(f"<|reserved_{i}|>" for i in range(pad_to - len(tokens)))
+    index = {t: i for i, t in enumerate(tokens)}
+    eot = "<|eot_id|>" if arch == "llada" else "<|im_end|>"
+    ids = {"bos": index[plan.bos], "eos": index["<|endoftext|>"], "eot": index[eot],
+           "pad": index["<|endoftext|>"], "mask": index[MASK_TOKEN]}
+    return Vocab(tokens, types, (_NUL_MERGE[0],), BYTE_PRE[arch], ids, plan.add_bos, template)

@@ -1,0 +1,1 @@
+"""Dev-only training of the small diffusion models in hoshikage/trained (see docs/trained-models.md)."""

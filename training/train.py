@@ -1,0 +1,118 @@
+"""Train one small diffusion model on training.tasks with LLaDA's SFT recipe (JAX + optax, CPU).
+
+    nice -n 10 python -m training.train llada-tasks --out /tmp/llada-tasks.npz
+    python -m training.export /tmp/llada-tasks.npz hoshikage/trained/llada-tasks.gguf
+
+Loss (LLaDA SFT): the prompt stays unmasked; each answer position (answer text and its
+end-of-generation padding up to the sample's canvas) is masked with probability
+t ~ U(eps, 1); cross-entropy over the masked positions weighted by 1/t, divided by the
+sample's answer length, averaged over the batch. ``dream`` trains with shifted logits: the
+row at position i predicts token i + 1 (position p reads row p - 1), as llama.cpp decodes it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+# The recipes of the committed models: everything that determines them.
+RECIPES: dict[str, dict] = {
+    "llada-tasks": {"arch": "llada", "n_embd": 128, "n_layer": 4, "n_head": 4, "n_head_kv": 4,
+                    "n_ff": 384, "seed": 0, "steps": 4000, "batch": 32, "lr": 2e-3,
+                    "warmup": 200, "weight_decay": 0.01, "eps": 0.02},
+    "dream-tasks": {"arch": "dream", "n_embd": 128, "n_layer": 4, "n_head": 4, "n_head_kv": 2,
+                    "n_ff": 384, "seed": 0, "steps": 4000, "batch": 32, "lr": 2e-3,
+                    "warmup": 200, "weight_decay": 0.01, "eps": 0.02},
+}
+
+
+def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
+          save_every: int = 500) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from .data import make_batch, vocab_ids
+    from .jax_model import Config, forward, init_params
+
+    r = dict(RECIPES[name])
+    if steps is not None:
+        r["steps"] = steps
+    ids = vocab_ids(r["arch"])
+    cfg = Config(r["arch"], ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])
+    shift = bool(cfg.spec.shift_logits is None or cfg.spec.shift_logits)  # dream: absent = true
+    params = {k: jnp.asarray(v) for k, v in init_params(cfg, r["seed"]).items()}
+    warmup = min(r["warmup"], r["steps"] // 5)
+    sched = optax.warmup_cosine_decay_schedule(0.0, r["lr"], warmup, r["steps"], r["lr"] * 0.05)
+    decay_mask = {k: v.ndim == 2 for k, v in params.items()}
+    opt = optax.chain(optax.clip_by_global_norm(1.0),
+                      optax.adamw(sched, b1=0.9, b2=0.98, weight_decay=r["weight_decay"], mask=decay_mask))
+    state = opt.init(params)
+    mask_id, eps = ids.mask, r["eps"]
+
+    def loss_fn(p, tokens, lp, lt, key):
+        k1, k2 = jax.random.split(key)
+        B, T = tokens.shape
+        t = jax.random.uniform(k1, (B,), minval=eps, maxval=1.0)
+        pos = jnp.arange(T)[None, :]
+        ans = (pos >= lp[:, None]) & (pos < lt[:, None])
+        masked = ans & (jax.random.uniform(k2, (B, T)) < t[:, None])
+        logits = forward(cfg, p, jnp.where(masked, mask_id, tokens), lt)
+        if shift:
+            logits = jnp.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+        per = jnp.sum(ce * masked / t[:, None], axis=1) / jnp.sum(ans, axis=1)
+        acc = jnp.sum((jnp.argmax(logits, -1) == tokens) * masked) / jnp.maximum(1, jnp.sum(masked))
+        return jnp.mean(per), acc
+
+    @jax.jit
+    def step(p, s, tokens, lp, lt, key):
+        (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, tokens, lp, lt, key)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, loss, acc
+
+    rng = random.Random(f"train:{name}:{r['seed']}")
+    key = jax.random.PRNGKey(r["seed"])
+    t0, hist = time.time(), []
+    for i in range(1, r["steps"] + 1):
+        b = make_batch(ids, rng, r["batch"])
+        key, sub = jax.random.split(key)
+        params, state, loss, acc = step(params, state, b.tokens, b.prompt_len, b.length, sub)
+        if i % log_every == 0 or i == r["steps"]:
+            loss, acc = float(loss), float(acc)
+            hist.append((i, loss, acc))
+            print(f"{name} step {i}/{r['steps']} loss {loss:.4f} masked-acc {acc:.4f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+        if i % save_every == 0 or i == r["steps"]:
+            _save(out, name, r, cfg, params, time.time() - t0, i, hist)
+    return {"seconds": time.time() - t0, "steps": r["steps"]}
+
+
+def _save(out, name, recipe, cfg, params, seconds, step, hist) -> None:
+    meta = {"name": name, "recipe": recipe, "config": asdict(cfg), "train_seconds": round(seconds, 1),
+            "step": step, "history": hist}
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    import os
+    os.replace(tmp, out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    ap.add_argument("name", choices=sorted(RECIPES))
+    ap.add_argument("--out", required=True, help="checkpoint .npz (rewritten every --save-every steps)")
+    ap.add_argument("--steps", type=int, help="override the recipe's step count")
+    ap.add_argument("--save-every", type=int, default=500)
+    a = ap.parse_args(argv)
+    print(json.dumps(train(a.name, a.out, a.steps, save_every=a.save_every)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
