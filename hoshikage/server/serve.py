@@ -152,11 +152,18 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
                           forwarded_allow_ips=proxies or None)
 
 
+def host_warning(settings: Settings) -> str | None:
+    """What to say at start when other machines may connect but no name lets them in."""
+    if settings.host in ("0.0.0.0", "::", "") and not settings.allowed_hosts:
+        return (f"HOST={settings.host}: clients on other machines must reach the server under a name (or "
+                "address) listed in ALLOWED_HOSTS; others get 400 host_not_allowed")
+    return None
+
+
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_file_path, settings.log_level)
     app = create_app(settings)
-    if settings.host in ("0.0.0.0", "::", "") and not settings.allowed_hosts:
-        log.warning("HOST=%s: clients on other machines must use a name listed in ALLOWED_HOSTS "
-                    "(others get 400 host_not_allowed)", settings.host)
+    if warning := host_warning(settings):
+        log.warning("%s", warning)
     server = _Server(uvicorn_config(settings, app), app.state.hoshikage.shutdown_soon)
     server.run()

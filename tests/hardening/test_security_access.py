@@ -17,7 +17,7 @@ import pytest
 from conftest import FAST_ENV, free_port
 
 from hoshikage.server.access import is_loopback_address
-from hoshikage.server.serve import uvicorn_config
+from hoshikage.server.serve import host_warning, uvicorn_config
 from hoshikage.server.settings import Settings
 
 MODELS = {"smollm2", "llada", "dream"}
@@ -225,6 +225,12 @@ def test_proxy_settings_reach_uvicorn():
     assert plain.proxy_headers is False
     trusted = uvicorn_config(Settings(_env_file=None, trusted_proxies="10.0.0.0/8, 127.0.0.1"), app=None)
     assert trusted.proxy_headers is True and trusted.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1"]
+
+
+def test_a_wildcard_bind_without_allowed_hosts_is_warned_about():
+    assert "ALLOWED_HOSTS" in host_warning(Settings(_env_file=None, host="0.0.0.0"))
+    assert host_warning(Settings(_env_file=None, host="0.0.0.0", allowed_hosts="box.lan")) is None
+    assert host_warning(Settings(_env_file=None)) is None
 
 
 def test_only_loopback_addresses_are_loopback():
