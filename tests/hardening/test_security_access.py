@@ -102,6 +102,10 @@ def test_a_cross_site_form_cannot_trigger_admin(server, good_models):
         for method, path, kw in admin_attacks(server, good_models):
             r = httpx.request(method, server.url + path, **{**kw, "headers": {**JSON, **headers}})
             assert_error(r, 403, "forbidden", "another")
+    # A script on another site would first need a CORS preflight for the JSON type: never granted.
+    r = httpx.options(server.url + "/admin/reload", headers={"Origin": "http://evil.example",
+                      "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert r.status_code >= 400 and not any(h.startswith("access-control-") for h in r.headers), r.headers
     assert_still_fine(server, before)
     # The same-origin request (curl, a script, the server's own /docs page) still works.
     same = {**JSON, "Origin": server.url, "Sec-Fetch-Site": "same-origin"}
