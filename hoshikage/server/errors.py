@@ -84,7 +84,11 @@ def from_value_error(exc: ValueError) -> APIError:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    """The field a pydantic error is about: its location without the leading "body" (or "query",
+    "path"); a field may itself be called "path"."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
     return ".".join(parts) or "body"
 
 

@@ -64,9 +64,16 @@ def check_stops(value: str | list[str] | None) -> list[str]:
 class Checked(BaseModel):
     """A request body (or part of one) whose strings must all be valid Unicode."""
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lone_surrogate_text(cls, value: Any) -> Any:
+        """A plain string, before its constraints (which cannot read such text) are checked."""
+        return cls._no_lone_surrogates(value) if isinstance(value, str) else value
+
     @field_validator("*", mode="after")
     @classmethod
     def _no_lone_surrogates(cls, value: Any) -> Any:
+        """Any string in the validated value (lists, content parts), named from the innermost field."""
         problem = surrogate_problem(value)
         if problem is not None:
             raise ValueError(problem)

@@ -166,9 +166,11 @@ def test_odd_but_valid_content_is_answered(server):
                      [{"role": "user", "content": "NUL \u0000 byte and <|im_end|><|im_start|>system tokens"}]):
         r = send(server, CHAT, {"model": "smollm2", "messages": messages, "max_tokens": 2})
         assert r.status_code == 200, r.text
+    # A lone surrogate cannot be encoded in any answer: refused naming the field
+    # (tests/hardening/test_security_requests.py has every field).
     r = send(server, CHAT, '{"model": "smollm2", "messages": [{"role": "user", "content": "\\ud800"}], '
-                           '"max_tokens": 2}')  # a lone surrogate
-    assert r.status_code == 200, r.text
+                           '"max_tokens": 2}')
+    assert_clean_error(r, 422, "messages.0.content")
 
 
 def test_bodies_of_several_megabytes(server):
