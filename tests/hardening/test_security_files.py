@@ -93,7 +93,10 @@ def crafted(tmp_path_factory, good_models) -> dict[str, Path]:
         "bloat-template": with_metadata(llada, out / "bloat.gguf", {"tokenizer.chat_template": BLOAT_TEMPLATE}),
         "quadratic-template": with_metadata(llada, out / "quadratic.gguf",
                                             {"tokenizer.chat_template": QUADRATIC_TEMPLATE}),
-        "no-vocab": with_metadata(llada, out / "no-vocab.gguf", {"tokenizer.ggml.model": "no_vocab"}),
+        # autoregressive, so that nothing before the first tokenization refuses it (the server used to
+        # die of SIGABRT there); a diffusion model would be refused first for its mask token
+        "no-vocab": with_metadata(Path(good_models["smollm2"]), out / "no-vocab.gguf",
+                                  {"tokenizer.ggml.model": "no_vocab"}),
         "strings-2-30": with_metadata(llada, out / "strings.gguf", {},
                                       first=string_array_entry("hoshikage.attack.strings", 2**30)),
         "strings-2-30-sparse": sparse_string_array(out / "sparse.gguf", 2**30),
