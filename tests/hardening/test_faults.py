@@ -128,12 +128,12 @@ def test_ramdisk_full_during_the_copy(tmp_path, good_models, monkeypatch, caplog
     res = residency_mod.Residency(settings)
     entry = ModelEntry(name="llada", path=Path(good_models["llada"]))
 
-    def full_copy(src, dst, *a, **kw):
-        with open(dst, "wb") as f:
+    def full_copy(src, fd, deadline):  # residency._copy_into: writes the open temporary file
+        with os.fdopen(fd, "wb") as f:
             f.write(b"GGUF" + b"\0" * 4096)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(residency_mod.shutil, "copyfile", full_copy)
+    monkeypatch.setattr(residency_mod, "_copy_into", full_copy)
     model = res.acquire(entry)
     assert res.loaded_from == entry.path and not model.closed
     assert not list((ramdisk / "hoshikage").iterdir()), "the partial copy was left behind"
