@@ -10,7 +10,7 @@ PORT   ?= 3030
 # The venv's pip, pinned here and nowhere else, so a set-up does not change with pip's releases.
 PIP_VERSION := 26.3
 
-.PHONY: install build models run test bench bench-quick clean help
+.PHONY: install build models run test bench bench-quick eval eval-quick clean help
 
 help:
 	@echo "make run    - set up everything, then run the main job"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench  - benchmarks side by side with llama.cpp (make bench-quick: a reduced set)"
 	@echo "make fuzz   - schemathesis against a live server, at least 1,000 requests (docs/reliability.md)"
 	@echo "make load   - load (60 clients), soak (100 unload cycles) and the long fault cases"
+	@echo "make eval   - accuracy of the trained diffusion models, Hoshikage and llama-diffusion-cli (make eval-quick)"
+	@echo "retraining the models in hoshikage/trained (dev only, JAX on CPU): see docs/trained-models.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +40,8 @@ build: install
 models: build
 	$(PY) -m hoshikage.testing.diffusion_models llada-tiny dream-tiny
 
-# The OpenAI-compatible server on $(HOST):$(PORT), with SmolLM2 and a tiny diffusion TEST model
-# (random weights) registered in HOSHIKAGE_HOME (default ~/.config/hoshikage). See docs/server.md.
+# The OpenAI-compatible server on $(HOST):$(PORT), with SmolLM2 and the two small trained diffusion
+# models (hoshikage/trained) registered in HOSHIKAGE_HOME (default ~/.config/hoshikage). See docs/server.md.
 run: models
 	$(BIN)/hoshikage serve --host $(HOST) --port $(PORT) --with-defaults
 
@@ -61,6 +63,14 @@ bench: models
 
 bench-quick: models
 	$(PY) -m benchmarks.run --quick
+
+# Accuracy of the trained diffusion models on benchmarks/eval (docs/trained-models.md).
+# Retraining them is dev-only:  pip install -e '.[train]'  then  python -m training.train --help
+eval: build
+	$(PY) -m benchmarks.eval
+
+eval-quick: build
+	$(PY) -m benchmarks.eval --quick
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -22,12 +22,12 @@ import numpy as np
 
 # The recipes of the committed models: everything that determines them.
 RECIPES: dict[str, dict] = {
-    "llada-tasks": {"arch": "llada", "n_embd": 128, "n_layer": 4, "n_head": 4, "n_head_kv": 4,
-                    "n_ff": 384, "seed": 0, "steps": 4000, "batch": 32, "lr": 2e-3,
-                    "warmup": 200, "weight_decay": 0.01, "eps": 0.02},
-    "dream-tasks": {"arch": "dream", "n_embd": 128, "n_layer": 4, "n_head": 4, "n_head_kv": 2,
-                    "n_ff": 384, "seed": 0, "steps": 4000, "batch": 32, "lr": 2e-3,
-                    "warmup": 200, "weight_decay": 0.01, "eps": 0.02},
+    "llada-tasks": {"arch": "llada", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 4,
+                    "n_ff": 256, "seed": 0, "steps": 1500, "batch": 32, "lr": 3e-3,
+                    "warmup": 100, "weight_decay": 0.01, "eps": 0.02},
+    "dream-tasks": {"arch": "dream", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 2,
+                    "n_ff": 256, "seed": 0, "steps": 1500, "batch": 32, "lr": 3e-3,
+                    "warmup": 100, "weight_decay": 0.01, "eps": 0.02},
 }
 
 

@@ -1,0 +1,1 @@
+"""Evaluation of the trained diffusion models (hoshikage/trained) on benchmarks/eval/*.jsonl: see __main__.py."""

@@ -1,0 +1,210 @@
+"""``make eval`` / ``python -m benchmarks.eval``: accuracy of the trained diffusion models on
+their tasks, for a grid of steps x algorithm x schedule, reference and corrected mode, with
+llama-diffusion-cli on the same prompts side by side.
+
+Per task and configuration it reports accuracy, forwards (model calls) per answer token and
+answer tokens per second, writes ``benchmarks/eval/results.json`` and a plot of accuracy
+against forwards per answer token (``benchmarks/eval/accuracy_vs_forwards.png``).
+
+    python -m benchmarks.eval                 # the default grid (about 15 min on 2 busy cores)
+    python -m benchmarks.eval --quick         # 10 prompts per task, a few configurations
+    python -m benchmarks.eval --n 0 --full    # every prompt, the whole grid
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .runners import CliRunner, HoshikageRunner, with_flags
+from .suite import EVAL_DIR, MODELS_JSON, load_lines, load_models, task_name
+
+ALGS = {"CONFIDENCE": "4", "ENTROPY": "1", "MARGIN": "2"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One point of the grid; ``frac`` is the share of the model's default steps."""
+    frac: float
+    algorithm: str = "CONFIDENCE"
+    schedule: str = "default"   # "default" or "other" (block <-> timestep)
+    corrected: bool = False
+    tools: tuple[str, ...] = ("hoshikage",)
+
+    def label(self, steps: int, sched: str) -> str:
+        return f"s{steps} {sched} {self.algorithm}{' corrected' if self.corrected else ''}"
+
+
+def grid(full: bool, quick: bool) -> list[Config]:
+    fracs = (1.0, 0.5, 0.25, 0.125)
+    both = ("hoshikage", "llama-diffusion-cli")
+    if quick:
+        return [Config(1.0, tools=both), Config(0.125, tools=both), Config(1.0, corrected=True)]
+    out = [Config(f, tools=both if f in (1.0, 0.125) else ("hoshikage",)) for f in fracs]
+    out += [Config(f, corrected=True) for f in (1.0, 0.125)]
+    out += [Config(f, "ENTROPY", corrected=True) for f in (1.0, 0.125)]
+    out += [Config(f, schedule="other") for f in (1.0, 0.125)]
+    if full:
+        seen = set(out)
+        for f in fracs:
+            for alg in ALGS:
+                for sched in ("default", "other"):
+                    for corr in (False, True):
+                        c = Config(f, alg, sched, corr)
+                        if not any((c.frac, c.algorithm, c.schedule, c.corrected) ==
+                                   (s.frac, s.algorithm, s.schedule, s.corrected) for s in seen):
+                            out.append(c)
+    return out
+
+
+def config_args(base: tuple[str, ...], c: Config) -> tuple[list[str], int, str]:
+    """The flags of ``c`` on top of the model's defaults: (args, steps, schedule name)."""
+    i = base.index("--diffusion-steps")
+    steps0 = int(base[i + 1])
+    block = "--diffusion-block-length" in base
+    ub = int(base[base.index("-ub") + 1])
+    use_block = block != (c.schedule == "other")
+    steps = max(1, round(steps0 * c.frac))
+    sets: dict[str, str | None] = {"--diffusion-algorithm": ALGS[c.algorithm]}
+    if use_block:
+        bl = base[base.index("--diffusion-block-length") + 1] if block else "32"
+        n_blocks = ub // int(bl)
+        steps = max(n_blocks, -(-steps // n_blocks) * n_blocks)  # a multiple of the block count
+        sets.update({"--diffusion-block-length": bl, "--diffusion-eps": None})
+    else:
+        eps = base[base.index("--diffusion-eps") + 1] if not block else "0.001"
+        sets.update({"--diffusion-eps": eps, "--diffusion-block-length": None})
+    sets["--diffusion-steps"] = str(steps)
+    if c.corrected:
+        sets["--diffusion-corrected"] = ""
+    return with_flags(base, sets), steps, ("block" if use_block else "timestep")
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    n: int = 0
+    forwards: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    canvases: list = field(default_factory=list)
+
+    def figures(self) -> dict:
+        return {"accuracy": self.ok / self.n if self.n else None, "n": self.n,
+                "forwards_per_answer_token": self.forwards / self.tokens if self.tokens else None,
+                "answer_tokens_per_s": self.tokens / self.seconds if self.seconds else None}
+
+
+def run(args) -> dict:
+    from hoshikage.testing.diffusion_models import llama_tool
+
+    models = load_models(Path(args.models_json))
+    if args.model:
+        models = [m for m in models if m.name in args.model]
+    cli = None if args.no_cli else llama_tool("llama-diffusion-cli")
+    if not args.no_cli and cli is None:
+        print("note: llama-diffusion-cli is not built (python build_llama.py); Hoshikage only", file=sys.stderr)
+    configs = grid(args.full, args.quick)
+    n = 10 if args.quick and args.n is None else (30 if args.n is None else args.n)
+    results = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "threads": args.threads},
+               "prompts_per_task": n, "models": {}}
+    for m in models:
+        sets = {task_name(p): load_lines(p) for p in m.evals}
+        if n:
+            sets = {k: v[:n] for k, v in sets.items()}
+        runners = {"hoshikage": HoshikageRunner(m.path, args.threads)}
+        if cli is not None:
+            runners["llama-diffusion-cli"] = CliRunner(m.path, args.threads, cli)
+        rows = []
+        for c in configs:
+            cargs, steps, sched = config_args(m.cli_args, c)
+            for tool in c.tools:
+                if tool not in runners:
+                    continue
+                t0 = time.time()
+                per = {}
+                for task, lines in sets.items():
+                    t = Tally()
+                    for ln in lines:
+                        a = runners[tool].answer(ln.prompt, cargs)
+                        t.ok += ln.score(a.text)
+                        t.n += 1
+                        t.forwards += a.forwards
+                        t.tokens += a.answer_tokens
+                        t.seconds += a.seconds
+                        t.canvases.append(a.canvas)
+                    per[task] = t
+                row = {"label": c.label(steps, sched), "tool": tool, "steps": steps, "frac": c.frac,
+                       "algorithm": c.algorithm, "schedule": sched, "corrected": c.corrected, "args": cargs,
+                       "tasks": {k: v.figures() for k, v in per.items()}, "wall_s": round(time.time() - t0, 1),
+                       "_canvases": {k: v.canvases for k, v in per.items()}}
+                rows.append(row)
+                _print_row(m.name, row)
+        _compare_tools(rows)
+        for r in rows:
+            r.pop("_canvases")
+        for r in runners.values():
+            r.close()
+        results["models"][m.name] = {"path": str(m.path.relative_to(EVAL_DIR.parents[1])),
+                                     "cli_args": list(m.cli_args), "rows": rows}
+    return results
+
+
+def _compare_tools(rows: list[dict]) -> None:
+    """Mark, for configurations run by both tools, the share of prompts with identical canvases."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["label"]), {})[r["tool"]] = r
+    for pair in by.values():
+        if len(pair) == 2:
+            h, c = pair["hoshikage"], pair["llama-diffusion-cli"]
+            same = [a == b for t in h["_canvases"] for a, b in zip(h["_canvases"][t], c["_canvases"][t])]
+            h["identical_canvas_vs_cli"] = c["identical_canvas_vs_cli"] = sum(same) / len(same)
+            print(f"  {h['label']}: identical canvases, hoshikage vs llama-diffusion-cli: "
+                  f"{sum(same)}/{len(same)}", flush=True)
+
+
+def _print_row(model: str, row: dict) -> None:
+    cells = "  ".join(f"{k} {v['accuracy']:.0%} ({v['forwards_per_answer_token']:.2f} fw/tok, "
+                      f"{v['answer_tokens_per_s']:.0f} tok/s)" for k, v in row["tasks"].items())
+    print(f"{model:12s} {row['tool']:19s} {row['label']:32s} {cells}  [{row['wall_s']:.0f} s]", flush=True)
+
+
+def _cpus() -> int:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.eval", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="10 prompts per task, 3 configurations")
+    ap.add_argument("--full", action="store_true", help="the whole grid (every algorithm x schedule x mode)")
+    ap.add_argument("--n", type=int, help="prompts per task (default 30, --quick 10; 0 = all)")
+    ap.add_argument("--model", action="append", help="only this model (repeatable)")
+    ap.add_argument("--models-json", default=str(MODELS_JSON))
+    ap.add_argument("--no-cli", action="store_true", help="skip llama-diffusion-cli")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads per model call (default 1: ggml threads spin, and on a busy machine 2 were 3x slower)")
+    ap.add_argument("--out", default=str(EVAL_DIR / "results.json"))
+    ap.add_argument("--plot", default=str(EVAL_DIR / "accuracy_vs_forwards.png"))
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    res = run(args)
+    res["wall_s"] = round(time.time() - t0, 1)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
+    try:
+        from .plot import plot
+        plot(res, Path(args.plot))
+        print(f"wrote {args.plot}")
+    except ImportError as exc:  # matplotlib is in the bench extra
+        print(f"no plot: {exc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
