@@ -7,6 +7,7 @@
 Importing this package never loads the native library; the first Model does.
 """
 from .context import Context
+from .embeddings import embed
 from .errors import (ClosedError, ContextError, DecodeError, GenerationCancelled, HoshikageError,
                      ModelLoadError)
 from .generation import Chunk, Completion, SamplingParams, generate, prepare_prompt
@@ -20,5 +21,5 @@ __version__ = "1.1.0"
 __all__ = [
     "Algorithm", "Chunk", "ProgressBar", "progress_bar", "ClosedError", "Completion", "Context", "ContextError", "DecodeError",
     "DiffusionParams", "GenerationCancelled", "HoshikageError", "Model", "ModelLoadError",
-    "SamplingParams", "Schedule", "generate", "prepare_prompt", "smollm2_path", "__version__",
+    "SamplingParams", "Schedule", "embed", "generate", "prepare_prompt", "smollm2_path", "__version__",
 ]

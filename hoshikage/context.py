@@ -3,7 +3,9 @@
 Ownership: a Context holds a reference to its Model, so the model outlives it; ``close()``
 frees the context (idempotent). Logits come back as ``[n_outputs, n_vocab]`` float32:
 ``logits_view()`` is zero-copy into llama.cpp's buffer and valid only until the next decode
-or close; ``logits()`` is a copy.
+or close; ``logits()`` is a copy. A context made with ``embeddings=True`` also keeps the
+hidden states: ``embeddings_seq()`` (pooled) and ``embeddings_ith()`` (one token), copies of
+``[n_embd_out]`` float32 (``hoshikage.embeddings`` builds on them).
 """
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# enum llama_pooling_type (llama.h)
+POOLING_UNSPECIFIED, POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = -1, 0, 1, 2, 3, 4
+POOLING_TYPES = {POOLING_UNSPECIFIED: "unspecified", POOLING_NONE: "none", POOLING_MEAN: "mean",
+                 POOLING_CLS: "cls", POOLING_LAST: "last", POOLING_RANK: "rank"}
+
+
 class Context:
     """An inference context over ``model``.
 
@@ -35,11 +43,16 @@ class Context:
         n_ubatch: physical batch; a diffusion canvas must fit one ubatch (default: n_batch).
         n_threads: threads for generation; n_threads_batch for prompt/batch work
             (default: the CPUs available).
+        embeddings: keep the output embeddings (llama_context_params.embeddings); llama.cpp then
+            outputs every token of a batch.
+        pooling_type: a llama_pooling_type (POOLING_* here); None lets llama.cpp take the model's
+            own (UNSPECIFIED: the GGUF's ``<arch>.pooling_type``, else NONE).
     """
 
     def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int | None = None,
                  n_ubatch: int | None = None, n_threads: int | None = None,
-                 n_threads_batch: int | None = None):
+                 n_threads_batch: int | None = None, embeddings: bool = False,
+                 pooling_type: int | None = None):
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch),
                             ("n_threads", n_threads), ("n_threads_batch", n_threads_batch)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
@@ -48,6 +61,9 @@ class Context:
             n_ctx = model.n_ctx_train
         n_batch = n_batch or min(n_ctx, 2048)
         n_ubatch = n_ubatch or n_batch
+        if pooling_type is not None and pooling_type not in POOLING_TYPES:
+            raise ValueError(f"pooling_type must be one of {sorted(POOLING_TYPES)} (llama_pooling_type), "
+                             f"got {pooling_type!r}")
         if n_ubatch > n_batch:
             raise ValueError(f"n_ubatch ({n_ubatch}) must not exceed n_batch ({n_batch})")
         n_threads = n_threads or default_threads()
@@ -62,6 +78,9 @@ class Context:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
         params.no_perf = True
+        params.embeddings = bool(embeddings)
+        if pooling_type is not None:
+            params.pooling_type = pooling_type
         ptr = lib.llama_init_from_model(model.ptr, params)
         if ptr == _ffi.NULL:
             raise ContextError(
@@ -76,6 +95,7 @@ class Context:
         self.n_past = 0
         self._n_outputs = 0
         self._causal = True
+        self.embeddings = bool(embeddings)
         self._batch_capacity = int(lib.llama_n_batch(ptr))
         self._batch = lib.llama_batch_init(self._batch_capacity, 0, 1)
         self._init_batch_views()
@@ -213,8 +233,9 @@ class Context:
         self._out[:m] = want
         self._batch.n_tokens = m
         check_decode(int(self._lib.llama_decode(self.ptr, self._batch)))
-        # Models without KV memory (diffusion) run llama_encode, which outputs every row.
-        return m if self.model.is_diffusion else int(want.sum())
+        # Models without KV memory (diffusion) run llama_encode, which outputs every row;
+        # so does an embeddings context (llama.cpp outputs every token then).
+        return m if self.model.is_diffusion or self.embeddings else int(want.sum())
 
     @staticmethod
     def _want_logits(logits: Any, n: int) -> np.ndarray:
@@ -249,3 +270,44 @@ class Context:
     def logits(self) -> np.ndarray:
         """A copy of ``logits_view()``."""
         return self.logits_view().copy()
+
+    # -- embeddings (a context made with embeddings=True) -----------------------------------
+
+    @property
+    def pooling_type(self) -> int:
+        """The pooling llama.cpp applies (POOLING_NONE ... POOLING_RANK; never UNSPECIFIED)."""
+        return int(self._lib.llama_pooling_type(self.ptr))
+
+    @property
+    def n_embd_out(self) -> int:
+        """Width of one output embedding (``llama_model_n_embd_out``; n_embd for most models)."""
+        return int(self._lib.llama_model_n_embd_out(self.model.ptr))
+
+    def embeddings_seq(self, seq_id: int = 0) -> np.ndarray:
+        """The last decode's pooled embedding of sequence ``seq_id``: ``[n_embd_out]`` float32 (a copy).
+
+        Needs embeddings=True and a pooling type other than NONE (RANK gives ``n_cls_out`` scores).
+        """
+        self._need_embeddings()
+        ptr = self._lib.llama_get_embeddings_seq(self.ptr, int(seq_id))
+        if ptr == _ffi.NULL:
+            raise ValueError(f"llama.cpp has no pooled embedding for sequence {seq_id} "
+                             f"(pooling {POOLING_TYPES[self.pooling_type]}; was it in the last decode?)")
+        width = int(self._lib.llama_model_n_cls_out(self.model.ptr)) if self.pooling_type == POOLING_RANK \
+            else self.n_embd_out
+        return np.frombuffer(_ffi.ffi.buffer(ptr, 4 * width), dtype=np.float32).copy()
+
+    def embeddings_ith(self, i: int) -> np.ndarray:
+        """The last decode's embedding of its ``i``-th token (negative counts from the end):
+        ``[n_embd_out]`` float32 (a copy). For pooling NONE."""
+        self._need_embeddings()
+        if not -self._n_outputs <= int(i) < self._n_outputs:
+            raise ValueError(f"token index {i} is out of range for the last decode's {self._n_outputs} outputs")
+        ptr = self._lib.llama_get_embeddings_ith(self.ptr, int(i))
+        if ptr == _ffi.NULL:
+            raise ValueError(f"llama.cpp has no embedding for token {i} of the last decode")
+        return np.frombuffer(_ffi.ffi.buffer(ptr, 4 * self.n_embd_out), dtype=np.float32).copy()
+
+    def _need_embeddings(self) -> None:
+        if not self.embeddings:
+            raise ValueError("this context was made without embeddings=True")
