@@ -220,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError(f"DEFAULT_STOP{problem}")
         return value
 
+    @model_validator(mode="after")
+    def _look_back_within_the_context(self) -> Settings:
+        if self.n_ctx and self.repeat_last_n > self.n_ctx:  # else every request would be refused for it
+            raise ValueError(f"REPEAT_LAST_N={self.repeat_last_n} looks back further than N_CTX={self.n_ctx} "
+                             "tokens hold; use at most N_CTX, or -1 for the whole context")
+        return self
+
     @property
     def registry_path(self) -> Path:
         return self.hoshikage_home / "model_map.json"

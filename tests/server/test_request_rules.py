@@ -93,6 +93,12 @@ def test_default_stop_with_undecodable_bytes_is_a_bad_setting():
         Settings(default_stop=["ok", "\udcff"])
 
 
+def test_a_default_look_back_past_n_ctx_is_a_bad_setting():
+    with pytest.raises(ValidationError, match="REPEAT_LAST_N=64 looks back further than N_CTX=32"):
+        Settings(n_ctx=32)
+    assert Settings(n_ctx=32, repeat_last_n=-1).repeat_last_n == -1
+
+
 def test_look_back_past_the_context_is_refused():
     check_look_back(-1, 256)
     check_look_back(256, 256)
