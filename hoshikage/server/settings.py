@@ -86,7 +86,7 @@ class Settings(BaseSettings):
                             "diffusion model it sets the canvas (prompt + max_tokens), bounded by the context.")
     repeat_penalty: float = Field(1.0, gt=0.0, description="Autoregressive repeat penalty; 1.0 is off.")
     repeat_last_n: int = Field(64, ge=-1, description="Tokens the repeat penalty looks back over; 0 is off, "
-                               "-1 the whole context (a longer look-back acts as the context: it holds no more).")
+                               "-1 the whole context; at most N_CTX (the context holds no more).")
     default_stop: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["<|im_end|>", "</s>"],
         description="Stop strings merged with each model's own (JSON list or comma-separated).")
