@@ -24,14 +24,16 @@ from ..errors import ModelLoadError
 PROBE_TIMEOUT_S = 300.0
 
 # The child loads the model on the CPU with a small context, tokenizes, renders the chat
-# template, and reports; exit 0 = usable, exit 3 = an ordinary error (its message on stdout),
-# death by a signal = llama.cpp aborted. A template that merely refuses the probe's
+# template, and reports; exit 0 = usable, exit 3 = the file is refused (the message on stdout),
+# exit 4 = something else failed (no usable native library...), death by a signal = llama.cpp
+# aborted. A template that merely refuses the probe's
 # conversation (raise_exception, or neither engine renders it) is not an error here: requests
 # will say so; one that breaks the render's bounds is.
 CHILD_CODE = r"""
 import sys
 from hoshikage import Context, Model
 from hoshikage.chat_template import TemplateBoundError
+from hoshikage.errors import ModelLoadError
 try:
     with Model(sys.argv[1], n_gpu_layers=0) as model:
         Context(model, n_ctx=64, n_batch=64, n_ubatch=64, n_threads=1).close()
@@ -45,9 +47,12 @@ try:
                 text = None
             if text:
                 model.tokenize(text, add_special=True, parse_special=True)
-except Exception as exc:  # a load error, or no usable native library: the message says which
+except (ModelLoadError, ValueError) as exc:  # a verdict on the file
     print(str(exc).replace("\n", " "), flush=True)
     sys.exit(3)
+except Exception as exc:  # no usable native library, or another problem of this machine
+    print(str(exc).replace("\n", " "), flush=True)
+    sys.exit(4)
 """
 
 
@@ -65,13 +70,15 @@ def probe_model(path: Path, *, timeout: float = PROBE_TIMEOUT_S, code: str = CHI
     except subprocess.TimeoutExpired:
         exc = ModelLoadError(f"loading {path} in a test process took longer than {timeout:.0f}s; "
                              "not loading it into the server")
-        exc.timed_out = True  # not a verdict on the file: it is not remembered as refused
+        exc.about_the_file = False  # not a verdict on the file: it is not remembered as refused
         raise exc from None
     if done.returncode == 0:
         return
-    if done.returncode == 3:
-        raise ModelLoadError(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else
+    if done.returncode in (3, 4):
+        exc = ModelLoadError(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else
                              f"llama.cpp could not load {path}")
+        exc.about_the_file = done.returncode == 3  # 4: the machine (e.g. no native library), not the file
+        raise exc
     if done.returncode < 0:
         try:
             sig = signal.Signals(-done.returncode).name

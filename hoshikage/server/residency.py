@@ -132,7 +132,8 @@ class Residency:
             check_gguf_structure(path)  # what is known to be broken fails here, without a child process
             probe_model(path, timeout=max(1.0, deadline - time.monotonic()))
         except ModelLoadError as exc:
-            if not getattr(exc, "timed_out", False):
+            # Not a timeout, a missing native library or an unreadable file (permissions may change).
+            if getattr(exc, "about_the_file", True) and not isinstance(exc.__cause__, OSError):
                 self._remember_refusal(signature, str(exc))
             raise
         self._probed.add(signature)

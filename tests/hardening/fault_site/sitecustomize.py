@@ -11,11 +11,13 @@ if os.environ.get("HOSHIKAGE_FAULTS") == "1":
 
     _real_generate = _execute.generate
 
-    def _text(kw) -> str:
+    def _text(model, kw) -> str:
+        if kw.get("prompt_tokens") is not None:  # the server passes the prompt it rendered once
+            return model.detokenize(kw["prompt_tokens"])
         return str(kw.get("prompt") or "") + " ".join(m.get("content") or "" for m in kw.get("messages") or [])
 
     def generate(model, *args, **kw):
-        text = _text(kw)
+        text = _text(model, kw)
         if "RAISE-BEFORE" in text:
             raise RuntimeError("injected fault before generation")
         chunks = _real_generate(model, *args, **kw)
