@@ -113,7 +113,7 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     if isinstance(stop, str):
         stop = [stop]
     if prompt_tokens is None:
-        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template, should_stop=should_stop,
+        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template,
                                        n_ctx=context.n_ctx if context is not None else n_ctx)
     else:
         prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
