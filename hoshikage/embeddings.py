@@ -33,7 +33,7 @@ from .errors import GenerationCancelled
 from .model import Model
 
 Inputs = Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]]]
-MIN_CONTEXT = 64  # smallest embeddings context (tokens)
+MIN_CONTEXT = 64  # smallest embeddings context embed() makes (tokens)
 
 
 def model_pooling(model: Model) -> int:
@@ -60,19 +60,26 @@ def check_can_embed(model: Model) -> None:
                          "not embeddings")
 
 
+def embedding_width(model: Model) -> int:
+    """Length of one embedding (``llama_model_n_embd_out``; n_embd for most models)."""
+    return int(model._lib.llama_model_n_embd_out(model.ptr))
+
+
 def pooling_request(model: Model) -> int:
     """What to ask llama.cpp for: UNSPECIFIED when the GGUF names a pooling (llama.cpp applies it),
     else MEAN."""
     return POOLING_UNSPECIFIED if model_pooling(model) in (POOLING_MEAN, POOLING_CLS, POOLING_LAST) else POOLING_MEAN
 
 
-def embedding_context(model: Model, n_tokens: int, *, n_threads: int | None = None) -> Context:
-    """An embeddings Context holding an input of ``n_tokens`` in one ubatch (n_ctx = n_batch =
-    n_ubatch = the next power of two >= n_tokens, at least MIN_CONTEXT)."""
+def embedding_context(model: Model, size: int, *, n_threads: int | None = None) -> Context:
+    """An embeddings Context for inputs of up to ``size`` tokens, each in one ubatch
+    (n_batch = n_ubatch = size; llama.cpp may pad n_ctx above it).
+
+    Memory: besides the hidden states, llama.cpp computes logits for every token of a causal LM
+    (about 2 x size x n_vocab x 4 bytes: the output buffer and the compute graph's tensor)."""
     check_can_embed(model)
-    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 1:
-        raise ValueError(f"n_tokens must be a positive int, got {n_tokens!r}")
-    size = max(MIN_CONTEXT, 1 << (n_tokens - 1).bit_length())
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
     ctx = Context(model, n_ctx=size, n_batch=size, n_ubatch=size, n_threads=n_threads,
                   embeddings=True, pooling_type=pooling_request(model))
     if ctx.pooling_type in (POOLING_NONE, POOLING_RANK):  # cannot happen with the request above
@@ -174,5 +181,8 @@ def embed(model: Model, inputs: Inputs, *, normalize: bool = True, context: Cont
         i = next(i for i, t in enumerate(token_lists) if len(t) == longest)
         raise ValueError(f"input[{i}] has {longest} tokens, more than the model's training context "
                          f"({model.n_ctx_train})")
-    with embedding_context(model, longest, n_threads=n_threads) as ctx:
+    size = max(MIN_CONTEXT, 1 << (longest - 1).bit_length())  # a power of two, as the server's buckets
+    if model.n_ctx_train > 0:
+        size = min(size, max(longest, model.n_ctx_train))
+    with embedding_context(model, size, n_threads=n_threads) as ctx:
         return embed_tokens(ctx, token_lists, normalize=normalize, should_stop=should_stop)

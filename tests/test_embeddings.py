@@ -113,8 +113,8 @@ def test_bad_inputs_are_clear_value_errors(smollm2, inputs, words):
 
 
 def test_a_given_context_is_reused_and_bounds_the_input(smollm2):
-    with embedding_context(smollm2, 10, n_threads=1) as ctx:
-        assert ctx.n_ubatch == 64  # the smallest bucket (llama.cpp pads n_ctx to 256)
+    with embedding_context(smollm2, 64, n_threads=1) as ctx:
+        assert ctx.n_ubatch == ctx.n_batch == 64
         first = hk.embed(smollm2, TEXTS, context=ctx)
         np.testing.assert_allclose(hk.embed(smollm2, TEXTS, context=ctx), first, atol=1e-6)
         with pytest.raises(ValueError, match=r"input\[1\] has 65 tokens; an input needs 1 to 64"):

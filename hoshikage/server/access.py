@@ -63,7 +63,10 @@ class Access:
         return self.admin_api_key or self.api_key
 
     def is_admin(self, request: Request) -> bool:
-        """Would the admin endpoints accept this caller (cross-site checks aside)?"""
+        """Would the admin endpoints accept this caller? (A browser's cross-site request never is:
+        with CORS a page on an allowed origin can read what it is answered.)"""
+        if cross_site_problem(request) is not None:
+            return False
         key = self.admin_key
         return _matches(presented_key(request), key) if key else is_local_client(request)
 
@@ -91,15 +94,22 @@ def _forwarded(request: Request) -> bool:
     return any(name in request.headers for name in FORWARDING_HEADERS)
 
 
-def refuse_cross_site(request: Request) -> None:
-    """A browser sending an admin request from another web origin: 403."""
+def cross_site_problem(request: Request) -> str | None:
+    """Why a request is a browser's request from another web origin, or None."""
     site = request.headers.get("sec-fetch-site", "").lower()
     if site and site not in ("same-origin", "none"):
-        raise APIError("forbidden", f"admin endpoints refuse a browser's request from another site "
-                       f"(Sec-Fetch-Site: {site})")
+        return f"a browser's request from another site (Sec-Fetch-Site: {site})"
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
-        raise APIError("forbidden", f"admin endpoints refuse requests from another web origin (Origin: {origin})")
+        return f"requests from another web origin (Origin: {origin})"
+    return None
+
+
+def refuse_cross_site(request: Request) -> None:
+    """A browser sending an admin request from another web origin: 403."""
+    problem = cross_site_problem(request)
+    if problem is not None:
+        raise APIError("forbidden", f"admin endpoints refuse {problem}")
 
 
 def require_json(request: Request) -> None:

@@ -25,13 +25,15 @@ from .. import __version__
 from ..errors import ModelLoadError
 from . import errors
 from .access import Access, HostCheck
+from .cors import CORS
+from .embed import EmbeddingPlan, EmbeddingRunner, make_embedding_plan
 from .errors import APIError
 from .execute import Plan, Runner, make_plan
 from .gguf_header import check_model_path
 from .openai_format import SSE_DONE, Formatter, extension, sse, sse_comment
 from .registry import ModelEntry, Registry, RegistryError
 from .residency import Residency
-from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest
+from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from .settings import Settings
 from .worker import Job, Worker
 
@@ -51,10 +53,15 @@ class ServerState:
         self.residency = Residency(settings)
         self.counters: dict[str, int] = {}
         self.runner = Runner(settings, self.residency, self.counters)
-        self.worker = Worker(self.runner.run, max_queue=settings.max_queue,
+        self.embedder = EmbeddingRunner(settings, self.residency, self.counters)
+        self.worker = Worker(self.run_job, max_queue=settings.max_queue,
                              tick=lambda: self.residency.tick(self.registry), on_exit=self.residency.shutdown)
         self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def run_job(self, job: Job) -> None:
+        """On the worker thread: an embeddings job or a generation."""
+        (self.embedder if isinstance(job.plan, EmbeddingPlan) else self.runner).run(job)
 
     def shutdown_soon(self) -> None:
         """Callable from a signal handler: cancel the running job and fail the waiting ones."""
@@ -87,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(CORS, origins=settings.cors_origins)  # inside the Host check (cors.py)
     app.add_middleware(HostCheck, allowed=settings.served_hosts())  # outermost: runs first
 
     # -- authentication (rules in access.py) ---------------------------------------------------
@@ -151,6 +159,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def completions(body: CompletionRequest, request: Request):
         """Raw-text completion (no chat template)."""
         return await _generate(state, body, request)
+
+    @app.post("/v1/embeddings", dependencies=guarded)
+    async def embeddings(body: EmbeddingRequest, request: Request):
+        """Embeddings (OpenAI's shape) of an autoregressive model, pooled and L2-normalised."""
+        return await _embed(state, body, request)
 
     # -- admin -----------------------------------------------------------------------------------
 
@@ -270,6 +283,24 @@ async def _generate(state: ServerState, body: ChatCompletionRequest | Completion
         return StreamingResponse(_stream(state, job, fmt, plan), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return await _collect(state, job, fmt, plan, request)
+
+
+async def _embed(state: ServerState, body: EmbeddingRequest, request: Request):
+    entry = state.registry.get(body.model)
+    if entry is None:
+        raise _not_found(body.model, state)
+    job = Job(make_embedding_plan(body, entry, state.settings), asyncio.get_running_loop())
+    state.worker.submit(job)  # APIError server_busy / shutting_down
+    try:
+        kind, data = await _first_event(state, job, request)  # the job emits only "done" or "error"
+    except BaseException:
+        state.worker.withdraw(job, "disconnect")
+        raise
+    if kind == "error":
+        raise data
+    if kind is None:  # the client went away
+        return JSONResponse({}, status_code=499)
+    return JSONResponse(data)
 
 
 async def _first_event(state: ServerState, job: Job, request: Request) -> tuple[str | None, Any]:

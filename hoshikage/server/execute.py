@@ -72,6 +72,19 @@ def make_plan(req: ChatCompletionRequest | CompletionRequest, entry: ModelEntry,
                 include_usage=bool(req.stream_options and req.stream_options.include_usage))
 
 
+def load_model(residency: Residency, entry: ModelEntry) -> Any:
+    """The model for ``entry``, loaded on demand (residency.acquire); load failures as APIError."""
+    try:
+        return residency.acquire(entry)
+    except ModelLoadError as exc:
+        raise APIError("model_load_failed", str(exc), param="model") from exc
+    except (ValueError, LibraryNotFound) as exc:
+        raise APIError("model_load_failed", f"{entry.name}: {exc}", param="model") from exc
+    except OSError as exc:  # libllama itself could not be opened (a broken build)
+        raise APIError("model_load_failed", f"{entry.name}: the native library could not be "
+                       f"opened ({exc}); rebuild it with: {BUILD_COMMAND}", param="model") from exc
+
+
 class Runner:
     """Runs one Job on the worker thread (``Worker(run=Runner(...).run)``)."""
 
@@ -85,15 +98,7 @@ class Runner:
         t0 = time.perf_counter()
         kind = "?"
         try:
-            try:
-                model = self.residency.acquire(plan.entry)
-            except ModelLoadError as exc:
-                raise APIError("model_load_failed", str(exc), param="model") from exc
-            except (ValueError, LibraryNotFound) as exc:
-                raise APIError("model_load_failed", f"{plan.entry.name}: {exc}", param="model") from exc
-            except OSError as exc:  # libllama itself could not be opened (a broken build)
-                raise APIError("model_load_failed", f"{plan.entry.name}: the native library could not be "
-                               f"opened ({exc}); rebuild it with: {BUILD_COMMAND}", param="model") from exc
+            model = load_model(self.residency, plan.entry)
             kind = "diffusion" if model.is_diffusion else "autoregressive"
             if model.is_diffusion and model.mask_token is None:
                 raise APIError("model_load_failed", f"{plan.entry.name}: {model.path.name} is a diffusion model "

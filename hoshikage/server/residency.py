@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import Context, Model
+from ..embeddings import embedding_context
 from ..errors import ModelLoadError
 from ..gguf_file import open_regular_file
 from .memory import bucket, process_memory, release_free_memory
@@ -151,12 +152,13 @@ class Residency:
         return min(self.settings.n_ctx, train) if self.settings.n_ctx else train
 
     def context(self, kind: str, tokens: int) -> Context:
-        """A context holding ``tokens`` (prompt + answer, or the diffusion canvas), reused if possible."""
+        """A context holding ``tokens`` (prompt + answer, the diffusion canvas, or the longest
+        embeddings input), reused if possible. ``kind``: autoregressive, diffusion or embedding."""
         assert self.model is not None
         limit = self.max_tokens_in_context()
         ctx = self._context
         if ctx is not None and self._context_kind == kind:
-            have = ctx.n_ubatch if kind == "diffusion" else ctx.n_ctx
+            have = ctx.n_ubatch if kind in ("diffusion", "embedding") else ctx.n_ctx
             if have >= min(tokens, limit):
                 return ctx
         self._free_context()
@@ -164,6 +166,8 @@ class Residency:
         threads = self.settings.n_threads or None
         if kind == "diffusion":
             ctx = Context(self.model, n_ctx=size, n_batch=size, n_ubatch=size, n_threads=threads)
+        elif kind == "embedding":  # each input in one ubatch (hoshikage/embeddings.py)
+            ctx = embedding_context(self.model, size, n_threads=threads)
         else:
             ctx = Context(self.model, n_ctx=size, n_threads=threads)
         with self._lock:

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
                                  "included. One more closes the connection idle longest (no request in "
                                  "progress); when every one has a request in progress, a request on the new "
                                  "connection gets 429 server_busy.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"],
+        description="Web origins whose pages may call the API (/v1/...) from a browser (CORS; JSON list or "
+        "comma-separated): 'scheme://host', 'scheme://host:port', 'scheme://host:*' (any port) or '*' (any "
+        "origin). The admin endpoints are never opened to other origins.")
 
     # --- files ---------------------------------------------------------------------------
     hoshikage_home: Path = Field(Path(DEFAULT_HOME), description="Folder of model_map.json (the registry) "
@@ -136,6 +141,13 @@ class Settings(BaseSettings):
                                 "request gets model_load_failed.")
     max_queue: int = Field(16, ge=0, description="Requests that may wait while one runs; one more gets 429.")
 
+    # --- embeddings (POST /v1/embeddings) ---------------------------------------------------
+    embedding_max_inputs: int = Field(2048, ge=1, description="Most inputs one embeddings request may "
+                                      "carry (OpenAI's limit); more get 400 naming input.")
+    embedding_max_tokens: int = Field(300_000, ge=1, description="Most tokens of all inputs of one embeddings "
+                                      "request together (OpenAI's limit); more get 400 naming input. Each input "
+                                      "must also fit the context (N_CTX / the model's training length).")
+
     # --- hardening ------------------------------------------------------------------------
     probe_models: bool = Field(True, description="Load each new model file once in a child process before "
                                "loading it in the server, so a malformed GGUF on which llama.cpp aborts is "
@@ -147,7 +159,8 @@ class Settings(BaseSettings):
         "list or comma-separated); subfolders included, symlinks resolved. Empty: HOSHIKAGE_HOME, the "
         "Hoshikage cache (test models) and the user's home folder.")
 
-    @field_validator("default_stop", "admin_model_dirs", "allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator("default_stop", "admin_model_dirs", "allowed_hosts", "trusted_proxies", "cors_origins",
+                     mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """A JSON list, or comma-separated text, as .env files write lists."""
@@ -168,6 +181,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"ALLOWED_HOSTS entries are host names or addresses (no scheme, path or "
                                  f"spaces), not {entry!r}")
         return [host_name(entry) for entry in value]
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        from .cors import parse_rule
+
+        for entry in value:
+            parse_rule(entry)  # ValueError naming the entry
+        return [entry.strip() for entry in value]
 
     @field_validator("trusted_proxies", mode="after")
     @classmethod
