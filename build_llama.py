@@ -48,7 +48,7 @@ CACHE_FORMAT = 1
 REPO_ROOT = Path(__file__).resolve().parent
 NATIVE_DIR = REPO_ROOT / "native"
 
-LIBRARY_TARGETS = ["llama", "hoshikage-diffusion-ref"]
+LIBRARY_TARGETS = ["llama", "hoshikage-diffusion-ref", "hoshikage-chat"]
 REFERENCE_TOOLS = ["llama-diffusion-cli", "llama-simple", "llama-completion", "llama-bench"]
 SERVER_TOOLS = ["llama-server"]
 
@@ -365,13 +365,52 @@ def native_inputs_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def stage_native(build_dir: Path) -> Path:
+    """Copy ``native/`` beside the build and return that copy, the source CMake configures.
+
+    The build folder is shared by every checkout (it is keyed by source and options, not by
+    the checkout's path), and CMake refuses a build folder configured from another source
+    folder; so the source is always this one copy, updated in place (only changed files are
+    rewritten, so their timestamps tell CMake what changed).
+    """
+    staged = build_dir / "native-src"
+    staged.mkdir(parents=True, exist_ok=True)
+    wanted = {p.name for p in NATIVE_DIR.iterdir() if p.is_file()}
+    for path in NATIVE_DIR.iterdir():
+        if path.is_file():
+            target = staged / path.name
+            if not target.exists() or target.read_bytes() != path.read_bytes():
+                shutil.copyfile(path, target)
+    for old in staged.iterdir():
+        if old.name not in wanted:
+            old.unlink()
+    return staged
+
+
+def forget_foreign_configuration(build_dir: Path, source: Path) -> None:
+    """A build folder configured from another source folder (e.g. by a version of this script
+    that configured the checkout's own native/) loses its CMake cache, not its objects."""
+    cache = build_dir / "CMakeCache.txt"
+    if not cache.exists():
+        return
+    for line in cache.read_text(errors="replace").splitlines():
+        if line.startswith("CMAKE_HOME_DIRECTORY:") and Path(line.split("=", 1)[1]) != source:
+            log(f"      {build_dir} was configured from {line.split('=', 1)[1]}; reconfiguring from {source}")
+            cache.unlink()
+            shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
+            return
+
+
 def build(tree: Path, build_dir: Path, opts: list[str], cuda: bool, with_server: bool, tools: bool,
           jobs: int) -> None:
-    fix_cmake = "Install cmake (>= 3.14) and a C/C++ compiler: apt-get install cmake g++."
+    fix_cmake = ("Read CMake's error above. If cmake or a compiler is missing: apt-get install cmake g++ "
+                 "(cmake >= 3.14).")
     if cuda:
         fix_cmake += " --cuda also needs the CUDA toolkit (nvcc on PATH)."
     log(f"[2/5] cmake configure in {build_dir}")
-    run(["cmake", "-S", str(NATIVE_DIR), "-B", str(build_dir), f"-DLLAMA_SOURCE_DIR={tree}", *opts],
+    source = stage_native(build_dir)
+    forget_foreign_configuration(build_dir, source)
+    run(["cmake", "-S", str(source), "-B", str(build_dir), f"-DLLAMA_SOURCE_DIR={tree}", *opts],
         "cmake", fix_cmake, quiet=True)
     targets = LIBRARY_TARGETS + (REFERENCE_TOOLS if tools else []) + (SERVER_TOOLS if with_server else [])
     log(f"[3/5] building {', '.join(targets)} with {jobs} jobs (about 7 minutes on 2 cores the first time)")
@@ -428,6 +467,23 @@ int32_t hk_ref_diffusion_generate(struct llama_context * ctx, const llama_token 
                                   hk_ref_step_callback callback, void * user_data);
 """
 
+# The chat shim (native/chat_shim.cpp): llama.cpp's chat formats, parsers and grammars, JSON in and out.
+CHAT_SHIM_CDEF = """
+void hk_chat_free(void * p);
+char * hk_json_schema_to_grammar(const char * schema_json, char ** error);
+void * hk_chat_templates_init(const struct llama_model * model, const char * template_override, char ** error);
+void hk_chat_templates_free(void * tmpls);
+char * hk_chat_templates_caps(void * tmpls, char ** error);
+char * hk_chat_apply(void * tmpls, const char * inputs_json, char ** error);
+char * hk_chat_parse(const char * parser_json, const char * text, bool is_partial, char ** error);
+int32_t hk_sampler_sample_checked(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
+                                  llama_token * token, char ** error);
+int32_t hk_sampler_accept_checked(struct llama_sampler * smpl, llama_token token, char ** error);
+struct llama_sampler * hk_sampler_init_grammar_checked(const struct llama_vocab * vocab, const char * grammar,
+    const char * const * trigger_patterns, size_t n_patterns, const llama_token * trigger_tokens, size_t n_tokens,
+    bool lazy, char ** error);
+"""
+
 
 def preprocess(tree: Path) -> str:
     defines = ["-D__attribute__(x)=", "-DLLAMA_API=", "-DGGML_API=", "-DDEPRECATED(x,y)=x",
@@ -480,6 +536,7 @@ def generate_cdef(tree: Path, commit: str) -> str:
         CDEF_PRELUDE,
         body,
         SHIM_CDEF,
+        CHAT_SHIM_CDEF,
     ])
     return cdef
 
@@ -597,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             "options": options,
             "library": str(find_library(bin_dir, "llama")),
             "reference_library": str(find_library(bin_dir, "hoshikage-diffusion-ref")),
+            "chat_library": str(find_library(bin_dir, "hoshikage-chat")),
             "cdef": str(build_dir / "llama_cdef.h"),
             "tools": tools,
             "layouts": layouts,

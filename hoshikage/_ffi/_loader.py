@@ -37,6 +37,11 @@ class NativeBuild:
         return Path(path) if path else None
 
     @property
+    def chat_library(self) -> Path | None:
+        path = self.manifest.get("chat_library")
+        return Path(path) if path else None
+
+    @property
     def tools(self) -> dict[str, str]:
         return dict(self.manifest.get("tools", {}))
 

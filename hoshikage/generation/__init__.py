@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..chat_format import Grammar
 from ..chat_template import ChatMessage
 from ..context import Context
 from ..model import Model
@@ -88,7 +89,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
              n_ctx: int | None = None, n_threads: int | None = None,
              on_step: StepCallback | None = None,
              should_stop: Callable[[], bool] | None = None,
-             prompt_tokens: Sequence[int] | None = None) -> Completion | Iterator[Chunk]:
+             prompt_tokens: Sequence[int] | None = None,
+             grammar: Grammar | None = None) -> Completion | Iterator[Chunk]:
     """Generate text from ``prompt`` (raw text), ``messages`` (chat) or ``prompt_tokens``
     (already prepared by :func:`prepare_prompt`, so that a caller that needed the count first
     renders the chat template once).
@@ -105,6 +107,9 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     ``on_step(step, total, canvas)`` reports progress (return False to cancel);
     ``should_stop()`` is polled before each token or step.
 
+    ``grammar`` (autoregressive models; see ``hoshikage.chat_format``: ``json_schema_grammar``,
+    ``ChatFormatter.apply``) constrains every sampled token, e.g. to JSON valid for a schema.
+
     ``stream=True`` returns an iterator of Chunk (text deltas; a diffusion model yields its
     answer as one chunk); otherwise the Completion. ``context`` reuses a Context (it must be
     large enough); otherwise one is made and freed for this call.
@@ -118,6 +123,10 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     else:
         prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    if model.is_diffusion and grammar is not None:
+        raise ValueError("grammar-constrained output needs an autoregressive model: a diffusion model "
+                         "decides every position of its canvas in parallel, which a left-to-right grammar "
+                         "cannot constrain")
     if model.is_diffusion:
         from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
 
@@ -131,7 +140,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
         extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
                  "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         sampling = SamplingParams(**{k: v for k, v in {**shared, **extra}.items() if v is not None}).with_seed()
-        chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop)
+        chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop,
+                            grammar)
     return chunks if stream else _collect(chunks)
 
 
@@ -153,7 +163,7 @@ def _diffusion_params(diffusion: DiffusionParams | dict | None, shared: dict[str
 
 def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling: SamplingParams,
                stop: Sequence[str], context: Context | None, n_ctx: int | None, n_threads: int | None,
-               should_stop: Callable[[], bool] | None) -> Iterator[Chunk]:
+               should_stop: Callable[[], bool] | None, grammar: Grammar | None = None) -> Iterator[Chunk]:
     need = len(prompt_tokens) + max_tokens
     limit = context.n_ctx if context is not None else (n_ctx or model.n_ctx_train)
     if len(prompt_tokens) >= limit:
@@ -165,7 +175,7 @@ def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling
         ctx = context or Context(model, n_ctx=min(limit, _round_up(need, 256)), n_threads=n_threads)
         try:
             yield from stream_autoregressive(model, ctx, prompt_tokens, max_tokens=max_tokens, sampling=sampling,
-                                             stop=stop, should_stop=should_stop)
+                                             stop=stop, should_stop=should_stop, grammar=grammar)
         finally:
             if context is None:
                 ctx.close()

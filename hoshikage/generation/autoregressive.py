@@ -7,8 +7,10 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import _ffi
+from ..chat_format import Grammar
 from ..context import Context
 from ..model import Model
+from .grammar_sampler import make_grammar_sampler, sample_checked
 from .params import SamplingParams
 from .text_stream import TextStream
 from .types import Chunk, Completion, Timings
@@ -27,11 +29,16 @@ class SamplerChain:
     ``n_ctx`` bounds the penalty look-back (see ``penalty_window``); top_k above the vocabulary
     acts as the whole vocabulary, as llama.cpp would clamp it."""
 
-    def __init__(self, params: SamplingParams, n_vocab: int, n_ctx: int):
+    def __init__(self, params: SamplingParams, n_vocab: int, n_ctx: int, grammar: Any = None):
+        """``grammar``: an owned grammar sampler (``make_grammar_sampler``) put at the head of the
+        chain, which then owns it; sampling then goes through the exception-safe shim."""
         lib = _ffi.lib()
         self._lib = lib
+        self._checked = grammar is not None
         self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda s: lib.llama_sampler_chain_add(self.ptr, s)  # noqa: E731 - the chain takes ownership
+        if grammar is not None:
+            add(grammar)
         p = params
         if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
             add(lib.llama_sampler_init_penalties(n_vocab, penalty_window(p.repeat_last_n, n_ctx), p.repeat_penalty,
@@ -50,6 +57,8 @@ class SamplerChain:
 
     def sample(self, ctx: Context) -> int:
         """Sample (and accept) the next token from the context's last logits row."""
+        if self._checked:
+            return sample_checked(self.ptr, ctx.ptr, -1)
         return int(self._lib.llama_sampler_sample(self.ptr, ctx.ptr, -1))
 
     def close(self) -> None:
@@ -67,11 +76,13 @@ class SamplerChain:
 def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, max_tokens: int,
                           sampling: SamplingParams, stop: Sequence[str] = (),
                           should_stop: Callable[[], bool] | None = None,
-                          extra_params: dict[str, Any] | None = None) -> Iterator[Chunk]:
+                          extra_params: dict[str, Any] | None = None,
+                          grammar: Grammar | None = None) -> Iterator[Chunk]:
     """Yield text deltas as tokens are generated; the last chunk carries the Completion.
 
     ``ctx`` must be fresh or cleared; prompt + max_tokens must fit ``ctx.n_ctx`` (checked
-    by the caller). ``should_stop`` is polled before each token; true cancels.
+    by the caller). ``should_stop`` is polled before each token; true cancels. ``grammar``
+    constrains every token (see ``grammar_sampler``); GrammarError if it reaches a dead end.
     """
     t0 = time.perf_counter()
     ctx.clear_memory()
@@ -83,7 +94,10 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
     finish = "length"
     first_token_at = None
     params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), **(extra_params or {})}
-    with SamplerChain(sampling, model.n_vocab, ctx.n_ctx) as chain:
+    if grammar is not None:
+        params["grammar"] = "lazy" if grammar.lazy else "full"
+    constraint = make_grammar_sampler(model, grammar) if grammar is not None else None
+    with SamplerChain(sampling, model.n_vocab, ctx.n_ctx, grammar=constraint) as chain:
         while len(tokens) < max_tokens:
             if should_stop is not None and should_stop():
                 finish = "cancelled"
