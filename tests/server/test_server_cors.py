@@ -159,3 +159,62 @@ def test_allowed_headers_keep_only_header_names():
     assert names[:3] == ["Authorization", "Content-Type", "X-API-Key"]
     assert "X-Stainless-OS" in names and "bad header" not in names and "<script>" not in names
     assert names.count("x") == 1
+
+
+# -- a real browser (when chromium is installed) ---------------------------------------------------
+
+PAGE = """<!doctype html><html><body><pre id="out">pending</pre><script>
+const api = new URLSearchParams(location.search).get("api");
+async function attempt(name, url, init) {
+  try { const r = await fetch(url, init); const j = await r.json();
+        return name + "=" + r.status + (("loaded_from" in j) ? ":paths" : ""); }
+  catch (e) { return name + "=blocked"; }
+}
+(async () => {
+  const json = {"Content-Type": "application/json", "Authorization": "Bearer unused"};
+  const out = [await attempt("embed", api + "/v1/embeddings", {method: "POST", headers: json,
+                                                              body: JSON.stringify({model: "smollm2", input: "Hi"})}),
+               await attempt("status", api + "/v1/status", {}),
+               await attempt("admin", api + "/admin/reload", {method: "POST", headers: json})];
+  document.getElementById("out").textContent = "RESULT " + out.join(" ") + " END";
+})();
+</script></body></html>"""
+
+
+def _serve_page(host: str, folder) -> tuple:
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer((host, 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://{host}:{httpd.server_address[1]}"
+
+
+def test_a_real_browser_page_on_another_local_port(server, tmp_path):
+    """chromium --headless runs a page's fetch() calls: a page on http://127.0.0.1:<port> may use the
+    API (a preflighted JSON POST with Authorization) but not admin; a page on 127.0.0.2 (not in
+    CORS_ORIGINS) is blocked by the browser."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); the httpx tests above cover the headers")
+    (tmp_path / "index.html").write_text(PAGE)
+    results = {}
+    for host in ("127.0.0.1", "127.0.0.2"):
+        httpd, origin = _serve_page(host, tmp_path)
+        try:
+            dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+                                  "--dump-dom", f"{origin}/index.html?api={server.url}"],
+                                 capture_output=True, text=True, timeout=120).stdout
+        finally:
+            httpd.shutdown()
+        found = re.search(r"RESULT (.*?) END", dom)
+        assert found, dom[-2000:]
+        results[host] = found.group(1)
+    assert results["127.0.0.1"] == "embed=200 status=200 admin=blocked", results
+    assert results["127.0.0.2"] == "embed=blocked status=blocked admin=blocked", results
