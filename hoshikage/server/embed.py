@@ -116,7 +116,11 @@ class EmbeddingRunner:
         try:
             token_lists = prepare_inputs(model, plan.inputs)
         except ValueError as exc:
-            raise APIError("validation_error", str(exc), param="input", status=400) from exc
+            message = str(exc)
+            if "vocabulary" in message:
+                message += (" (token ids must come from this model's tokenizer; LangChain's OpenAIEmbeddings "
+                            "sends tiktoken ids unless check_embedding_ctx_length=False)")
+            raise APIError("validation_error", message, param="input", status=400) from exc
         n_tokens = sum(len(t) for t in token_lists)
         check_total(n_tokens, self.settings)
         limit = self.residency.max_tokens_in_context()

@@ -74,7 +74,7 @@ def test_dimensions_equal_to_the_model_is_accepted_others_refused(server, smollm
 
 
 @pytest.mark.parametrize("body, status, param, words", [
-    ({"input": [[1, 10**6]]}, 400, "input", ["input[0][1] = 1000000", "vocabulary"]),
+    ({"input": [[1, 10**6]]}, 400, "input", ["input[0][1] = 1000000", "vocabulary", "check_embedding_ctx_length"]),
     ({"input": [[1, -3]]}, 422, "input", ["input[0][1] = -3"]),
     ({"input": [[1], "text"]}, 422, "input", ["input[1]", "one kind"]),
     ({"input": ["fine", ""]}, 422, "input", ["input[1] is empty"]),
