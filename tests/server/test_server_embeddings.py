@@ -135,3 +135,13 @@ def test_api_key_guards_embeddings(make_server):
     r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "smollm2", "input": "x"}, timeout=60)
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert keyed.openai().embeddings.create(model="smollm2", input="x").data[0].embedding
+    # A browser's preflight carries no key and is answered; the request itself still needs the key.
+    origin = {"Origin": "http://localhost:5173"}
+    pre = httpx.options(keyed.url + "/v1/embeddings", headers={**origin, "Access-Control-Request-Method": "POST",
+                                                                "Access-Control-Request-Headers": "authorization"})
+    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == origin["Origin"]
+    r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "smollm2", "input": "x"}, headers=origin, timeout=60)
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == origin["Origin"]
+    r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "smollm2", "input": "x"}, timeout=60,
+                   headers={**origin, "Authorization": "Bearer k-1"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin["Origin"]
