@@ -179,7 +179,7 @@ class ChatFormatter:
         if tool_choice not in TOOL_CHOICES:
             raise ChatFormatError(f"tool_choice must be one of {', '.join(TOOL_CHOICES)}, got {tool_choice!r}")
         templates = self._own
-        if tools:
+        if tools or has_tool_history(messages):
             templates = self._tool_templates()
             if templates is None:
                 raise ChatFormatError("this model's chat template has no tool use that llama.cpp recognises, "
@@ -196,6 +196,8 @@ class ChatFormatter:
         grammar = None
         if out["grammar"]:
             text = out["grammar"] if tool_choice != "required" else calls_only(out["grammar"])
+            if parallel_tool_calls is False:
+                text = one_call(text)
             grammar = Grammar(text, lazy=bool(out["grammar_lazy"]),
                               trigger_patterns=tuple(out["trigger_patterns"]),
                               trigger_tokens=tuple(int(t) for t in out["trigger_tokens"]),
@@ -216,6 +218,11 @@ class ChatFormatter:
                 templates.close()
 
 
+def has_tool_history(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a conversation holds tool calls or tool results."""
+    return any(isinstance(m, Mapping) and (m.get("tool_calls") or m.get("role") == "tool") for m in messages)
+
+
 _FREE_TEXT = re.compile(r"\s+until-[\w-]+\?(?=\s)")
 
 
@@ -231,6 +238,21 @@ def calls_only(grammar: str) -> str:
     for i, line in enumerate(lines):
         if line.startswith("root ::= "):
             lines[i] = _FREE_TEXT.sub("", line + " ").rstrip()
+    return "\n".join(lines) + ("\n" if grammar.endswith("\n") else "")
+
+
+_CALLS = re.compile(r"(?<=\s)tool-calls(?=\s|$)")
+
+
+def one_call(grammar: str) -> str:
+    """``grammar`` allowing one tool call, not a list of them (``parallel_tool_calls: false``):
+    the root rule's ``tool-calls`` (one or more) becomes ``tool-call``."""
+    if "\ntool-call ::= " not in "\n" + grammar:
+        return grammar
+    lines = grammar.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("root ::= "):
+            lines[i] = _CALLS.sub("tool-call", line)
     return "\n".join(lines) + ("\n" if grammar.endswith("\n") else "")
 
 

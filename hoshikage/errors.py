@@ -6,6 +6,14 @@ class HoshikageError(Exception):
     """Base class of every error Hoshikage raises on purpose."""
 
 
+class ParameterError(HoshikageError, ValueError):
+    """A parameter of a call is invalid; ``param`` names it (the request field, for the server)."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
 class ModelLoadError(HoshikageError):
     """A GGUF file could not be loaded; the message names the path and the reason."""
 

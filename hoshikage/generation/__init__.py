@@ -11,17 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from ..chat_format import Grammar
+from ..chat_format import Grammar, has_tool_history, json_schema_grammar
 from ..chat_template import ChatMessage
 from ..context import Context
+from ..errors import ParameterError
 from ..model import Model
 from ..sampling.params import DiffusionParams
 from ..text_limits import check_prompt_text
 from .autoregressive import stream_autoregressive
 from .params import SamplingParams, check_number
+from .structured import PreparedChat, StructuredChat, prepare_chat, with_tool_calls
 from .types import Chunk, Completion, Timings
 
-__all__ = ["generate", "prepare_prompt", "Completion", "Chunk", "Timings", "SamplingParams",
+__all__ = ["generate", "prepare_prompt", "Completion", "Chunk", "Timings", "SamplingParams", "StructuredChat",
            "DiffusionParams", "StepCallback"]
 
 # (step, total_steps, canvas int32 [canvas]) -> False to cancel
@@ -90,7 +92,9 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
              on_step: StepCallback | None = None,
              should_stop: Callable[[], bool] | None = None,
              prompt_tokens: Sequence[int] | None = None,
-             grammar: Grammar | None = None) -> Completion | Iterator[Chunk]:
+             grammar: Grammar | None = None, tools: Sequence[dict] | None = None,
+             tool_choice: str | dict = "auto", json_schema: dict | None = None,
+             parallel_tool_calls: bool | None = None) -> Completion | Iterator[Chunk]:
     """Generate text from ``prompt`` (raw text), ``messages`` (chat) or ``prompt_tokens``
     (already prepared by :func:`prepare_prompt`, so that a caller that needed the count first
     renders the chat template once).
@@ -107,8 +111,11 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     ``on_step(step, total, canvas)`` reports progress (return False to cancel);
     ``should_stop()`` is polled before each token or step.
 
-    ``grammar`` (autoregressive models; see ``hoshikage.chat_format``: ``json_schema_grammar``,
-    ``ChatFormatter.apply``) constrains every sampled token, e.g. to JSON valid for a schema.
+    Autoregressive models only: ``json_schema`` makes the answer JSON valid for that schema
+    (grammar-constrained); ``tools`` (OpenAI tool definitions, with ``tool_choice`` "auto",
+    "none", "required" or ``{"type": "function", "function": {"name": ...}}``) lets the model
+    call functions in its family's format, parsed into ``Completion.tool_calls`` (see
+    ``generation.structured``). ``grammar`` is a raw GBNF constraint (``hoshikage.chat_format``).
 
     ``stream=True`` returns an iterator of Chunk (text deltas; a diffusion model yields its
     answer as one chunk); otherwise the Completion. ``context`` reuses a Context (it must be
@@ -117,6 +124,22 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     check_number("max_tokens", max_tokens, lo=1, integer=True)
     if isinstance(stop, str):
         stop = [stop]
+    spec = StructuredChat(tools or (), tool_choice, json_schema, parallel_tool_calls)
+    prepared = None
+    if prompt_tokens is None and messages is not None and (spec.asked() or has_tool_history(messages)):
+        if grammar is not None:
+            raise ParameterError("give grammar= or tools= / json_schema=, not both", "grammar")
+        limit = context.n_ctx if context is not None else n_ctx
+        prepared = prepare_chat(model, messages, spec, n_ctx=limit,
+                                render=lambda m: prepare_prompt(model, messages=m, n_ctx=limit))
+        prompt_tokens, grammar, stop = prepared.prompt_tokens, prepared.grammar, [*stop, *prepared.stops]
+        messages = None  # rendered: prompt_tokens stand for them from here on
+    elif spec.asked() == "tools":
+        raise ParameterError("tools need messages= (a chat)", "tools")
+    elif json_schema is not None:
+        if grammar is not None:
+            raise ParameterError("give grammar= or json_schema=, not both", "grammar")
+        grammar = json_schema_grammar(json_schema)
     if prompt_tokens is None:
         prompt_tokens = prepare_prompt(model, prompt, messages, chat_template,
                                        n_ctx=context.n_ctx if context is not None else n_ctx)
@@ -124,9 +147,9 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
         prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     if model.is_diffusion and grammar is not None:
-        raise ValueError("grammar-constrained output needs an autoregressive model: a diffusion model "
-                         "decides every position of its canvas in parallel, which a left-to-right grammar "
-                         "cannot constrain")
+        raise ParameterError("grammar-constrained output needs an autoregressive model: a diffusion model "
+                             "decides every position of its canvas in parallel, which a left-to-right grammar "
+                             "cannot constrain", "grammar" if json_schema is None else "response_format")
     if model.is_diffusion:
         from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
 
@@ -142,7 +165,17 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
         sampling = SamplingParams(**{k: v for k, v in {**shared, **extra}.items() if v is not None}).with_seed()
         chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop,
                             grammar)
+    if prepared is not None and prepared.chat_plan is not None:
+        chunks = _parse_tool_calls(chunks, prepared)
     return chunks if stream else _collect(chunks)
+
+
+def _parse_tool_calls(chunks: Iterator[Chunk], prepared: PreparedChat) -> Iterator[Chunk]:
+    """The stream unchanged, except that the final Completion carries the parsed tool calls."""
+    for chunk in chunks:
+        if chunk.completion is not None:
+            chunk = replace(chunk, completion=with_tool_calls(chunk.completion, prepared))
+        yield chunk
 
 
 def _diffusion_params(diffusion: DiffusionParams | dict | None, shared: dict[str, Any]) -> DiffusionParams:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ..chat_format import ToolCall
+
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
@@ -46,6 +48,8 @@ class Completion:
     canvas_text:   diffusion only: the whole canvas after the prompt, detokenized like
                    llama-diffusion-cli prints it.
     notes:         adjustments made to the request (e.g. steps rounded up), for the user.
+    tool_calls:    calls parsed out of the answer when tools were given (``text`` is then the
+                   rest of the answer); finish_reason stays what ended the generation.
     """
 
     text: str
@@ -57,6 +61,7 @@ class Completion:
     params: dict[str, Any] = field(default_factory=dict)
     canvas_text: str | None = None
     notes: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def completion_tokens(self) -> int:

@@ -30,7 +30,7 @@ from .embed import EmbeddingPlan, EmbeddingRunner, make_embedding_plan
 from .errors import APIError
 from .execute import Plan, Runner, make_plan
 from .gguf_header import check_model_path
-from .openai_format import SSE_DONE, Formatter, extension, sse, sse_comment
+from .openai_format import SSE_DONE, Formatter, extension, finish, sse, sse_comment
 from .registry import ModelEntry, Registry, RegistryError
 from .residency import Residency
 from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -367,6 +367,9 @@ async def _stream(state: ServerState, job: Job, fmt: Formatter, plan: Plan) -> A
             elif kind == "delta":
                 yield sse(fmt.chunk(data, role=not role_sent))
                 role_sent, sent = True, sent + data
+            elif kind == "tool_delta":  # pieces of tool calls (OpenAI's delta.tool_calls)
+                yield sse(fmt.chunk(None, role=not role_sent, tool_calls=data))
+                role_sent = True
             elif kind == "error":
                 finished = True
                 yield sse(data.body())
@@ -379,7 +382,7 @@ async def _stream(state: ServerState, job: Job, fmt: Formatter, plan: Plan) -> A
                 if not text.startswith(sent):
                     log.warning("streamed text is not a prefix of the final answer (job %d)", job.id)
                 # Diffusion pseudo-streaming: the whole answer is this one chunk.
-                yield sse(fmt.chunk(rest, role=not role_sent, finish_reason=_finish(data),
+                yield sse(fmt.chunk(rest, role=not role_sent, finish_reason=finish(data),
                                     extra=extension(data, _extra(plan))))
                 if plan.include_usage:
                     yield sse(fmt.usage_chunk(data))
@@ -389,6 +392,3 @@ async def _stream(state: ServerState, job: Job, fmt: Formatter, plan: Plan) -> A
         if not finished:  # the client disconnected (or the server is stopping): stop the work
             state.worker.withdraw(job, "disconnect")
 
-
-def _finish(completion: Any) -> str:
-    return "length" if completion.finish_reason == "length" else "stop"

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import ParameterError
+
 # code -> (HTTP status, OpenAI error type)
 CODES: dict[str, tuple[int, str]] = {
     "validation_error": (422, "invalid_request_error"),
@@ -77,6 +79,8 @@ _PARAM_WORDS = {
 def from_value_error(exc: ValueError) -> APIError:
     """A library ValueError (its message names the field) as a 400 validation error."""
     message = str(exc)
+    if isinstance(exc, ParameterError):
+        return APIError("validation_error", message, param=exc.param, status=400)
     hits = [(m.start(), field) for word, field in _PARAM_WORDS.items()
             for m in [re.search(rf"(?<![\w-]){word}\b", message)] if m]
     param = min(hits)[1] if hits else None

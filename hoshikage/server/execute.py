@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from .. import Algorithm, Schedule, generate, prepare_prompt
+from ..generation.structured import PreparedChat, StructuredChat, prepare_chat, with_tool_calls
+from ..generation.tool_stream import ToolCallStream
 from .._ffi._loader import BUILD_COMMAND, LibraryNotFound
 from ..chat_template import RENDER_TIMEOUT_S, RenderStopped, TemplateBoundError
 from ..errors import ContextError, HoshikageError, ModelLoadError
@@ -49,10 +51,14 @@ class Plan:
     stream: bool
     stream_blocks: bool = False
     include_usage: bool = False
+    structured: StructuredChat | None = None  # tools / response_format (chat only)
     info: dict[str, Any] = field(default_factory=dict)  # filled by the runner: kind, timeout, ...
 
 
 def make_plan(req: ChatCompletionRequest | CompletionRequest, entry: ModelEntry, settings: Settings) -> Plan:
+    refused = req.unsupported()
+    if refused is not None:  # an OpenAI field Hoshikage does not implement is refused, never dropped
+        raise APIError("validation_error", f"{refused[0]}: {refused[1]}", param=refused[0], status=400)
     sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
                 "repeat_penalty": settings.repeat_penalty, "repeat_last_n": settings.repeat_last_n}
     sampling.update({k: getattr(req, k) for k in _SAMPLING if getattr(req, k) is not None})
@@ -65,11 +71,28 @@ def make_plan(req: ChatCompletionRequest | CompletionRequest, entry: ModelEntry,
     stop = list(dict.fromkeys([*settings.default_stop, *entry.stop, *(req.stop or [])]))
     max_tokens = req.requested_max_tokens() or entry.max_tokens or settings.max_tokens
     chat = isinstance(req, ChatCompletionRequest)
-    return Plan(endpoint="chat" if chat else "completions", entry=entry,
-                messages=req.as_messages() if chat else None, prompt=None if chat else req.prompt,
+    structured = structured_chat(req) if chat else None
+    messages = None
+    if chat:
+        messages = req.openai_messages() if structured is not None else req.as_messages()
+    return Plan(endpoint="chat" if chat else "completions", entry=entry, structured=structured,
+                messages=messages, prompt=None if chat else req.prompt,
                 max_tokens=max_tokens, stop=stop, sampling=sampling, diffusion=diffusion, stream=req.stream,
                 stream_blocks=bool(req.diffusion_stream_blocks),
                 include_usage=bool(req.stream_options and req.stream_options.include_usage))
+
+
+def structured_chat(req: ChatCompletionRequest) -> StructuredChat | None:
+    """The request's tools / response_format for the generation layer; None for plain chat (a
+    history with tool calls or results counts too: only llama.cpp's chat handling renders it)."""
+    schema = req.response_format.schema_or_none() if req.response_format is not None else None
+    forced = req.tool_choice not in (None, "auto", "none")  # needs tools: refused below without them
+    if not req.tools and schema is None and not forced and not req.uses_tool_history():
+        return None
+    choice = req.tool_choice if req.tool_choice is not None else "auto"
+    return StructuredChat(tools=[t.model_dump(exclude_none=True) for t in req.tools or []],
+                          tool_choice=choice if isinstance(choice, str) else choice.model_dump(),
+                          json_schema=schema, parallel_tool_calls=req.parallel_tool_calls)
 
 
 def load_model(residency: Residency, entry: ModelEntry) -> Any:
@@ -136,14 +159,18 @@ class Runner:
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
 
-    def _generate(self, job: Job, plan: Plan, model: Any, kind: str):
-        text_args = {"prompt": plan.prompt, "messages": plan.messages}
-        limit = self.residency.max_tokens_in_context()
+    def _prompt(self, job: Job, plan: Plan, model: Any, limit: int) -> PreparedChat | None:
+        """The prompt tokens (and, with tools or a response format, the grammar and the parser),
+        prepared once; None if the job was cancelled meanwhile."""
+        def render(messages: Any = None) -> list[int]:  # the bounded renderer (chat_template.py)
+            args = {"prompt": plan.prompt, "messages": messages if messages is not None else plan.messages}
+            return prepare_prompt(model, **args, n_ctx=limit, should_stop=job.cancelled.is_set,
+                                  deadline=time.monotonic() + min(RENDER_TIMEOUT_S, self.settings.request_timeout))
+
         try:
-            # Rendered once, here, within a bound (chat_template.py); generate() gets the tokens.
-            prompt_tokens = prepare_prompt(model, **text_args, n_ctx=limit, should_stop=job.cancelled.is_set,
-                                           deadline=time.monotonic() + min(RENDER_TIMEOUT_S,
-                                                                           self.settings.request_timeout))
+            if plan.structured is not None:
+                return prepare_chat(model, plan.messages, plan.structured, n_ctx=limit, render=render)
+            return PreparedChat(render())
         except RenderStopped:
             if job.cancel_reason == "shutdown":
                 raise APIError("shutting_down", "the server is shutting down") from None
@@ -153,6 +180,13 @@ class Runner:
                            f"messages: {exc}", param="messages", status=400) from exc
         except ValueError as exc:
             raise from_value_error(exc) from exc
+
+    def _generate(self, job: Job, plan: Plan, model: Any, kind: str):
+        limit = self.residency.max_tokens_in_context()
+        prepared = self._prompt(job, plan, model, limit)
+        if prepared is None:
+            return None
+        prompt_tokens = prepared.prompt_tokens
         n_prompt = len(prompt_tokens)
         if n_prompt >= limit:
             raise APIError("validation_error", f"the prompt has {n_prompt} tokens, which leaves no room in "
@@ -192,23 +226,14 @@ class Runner:
             return False
 
         try:
-            chunks = generate(model, prompt_tokens=prompt_tokens, max_tokens=plan.max_tokens, stop=plan.stop, stream=True,
+            chunks = generate(model, prompt_tokens=prompt_tokens, max_tokens=plan.max_tokens, stream=True,
+                              stop=[*plan.stop, *prepared.stops], grammar=prepared.grammar,
                               context=context, on_step=on_step, should_stop=should_stop, **kwargs)
         except ValueError as exc:
             raise from_value_error(exc) from exc
         plan.info.update(kind=kind, timeout_s=timeout, prompt_tokens=n_prompt)
         job.emit("ready", {"kind": kind, "timeout_s": timeout, "prompt_tokens": n_prompt})
-        completion = None
-        try:
-            for chunk in chunks:
-                if chunk.text and kind == "autoregressive":
-                    job.emit("delta", chunk.text)
-                if chunk.completion is not None:
-                    completion = chunk.completion
-        except (HoshikageError, ValueError) as exc:
-            raise APIError("inference_failed", f"generation failed: {exc}") from exc
-        if completion is None:
-            raise APIError("inference_failed", "generation ended without a result")
+        completion = self._run_chunks(job, chunks, kind, prepared, plan.stream)
         if completion.finish_reason == "cancelled":
             done = completion.timings.steps if kind == "diffusion" else completion.completion_tokens
             unit = "steps" if kind == "diffusion" else "tokens"
@@ -220,6 +245,33 @@ class Runner:
                 raise APIError("shutting_down", f"the server is shutting down; generation stopped after "
                                f"{done} {unit}")
             return None
+        return completion
+
+    @staticmethod
+    def _run_chunks(job: Job, chunks: Any, kind: str, prepared: PreparedChat, stream: bool) -> Any:
+        """Drive the generation, emitting text deltas (and with tools, tool-call deltas) as they come;
+        the completion, with its tool calls parsed out."""
+        tool_stream = ToolCallStream(prepared.chat_plan) if stream and prepared.chat_plan else None
+        completion = None
+        try:
+            for chunk in chunks:
+                if chunk.text and kind == "autoregressive":
+                    if tool_stream is None:
+                        job.emit("delta", chunk.text)
+                    else:
+                        _emit_tool_deltas(job, *tool_stream.push(chunk.text))
+                if chunk.completion is not None:
+                    completion = chunk.completion
+        except (HoshikageError, ValueError) as exc:
+            raise APIError("inference_failed", f"generation failed: {exc}") from exc
+        if completion is None:
+            raise APIError("inference_failed", "generation ended without a result")
+        if completion.finish_reason == "cancelled":
+            return completion
+        completion = with_tool_calls(completion, prepared)
+        if tool_stream is not None:
+            completion, content, deltas = tool_stream.finish(completion)
+            _emit_tool_deltas(job, content, deltas)
         return completion
 
     def _diffusion_timeout(self, steps: int, limit: int) -> float:
@@ -306,6 +358,13 @@ class SettledText:
             return ""
         delta, self.sent = text[len(self.sent):], text
         return delta
+
+
+def _emit_tool_deltas(job: Job, content: str, deltas: list[dict[str, Any]]) -> None:
+    if content:
+        job.emit("delta", content)
+    if deltas:
+        job.emit("tool_delta", deltas)
 
 
 def check_look_back(repeat_last_n: int, limit: int) -> None:

@@ -32,8 +32,12 @@ class Formatter:
         """The non-streamed response."""
         if self.chat:
             out = self._base("chat.completion")
-            out["choices"] = [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                               "logprobs": None, "finish_reason": finish(completion)}]
+            message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+            if completion.tool_calls:
+                message["content"] = completion.text or None
+                message["tool_calls"] = [tool_call_json(c) for c in completion.tool_calls]
+            out["choices"] = [{"index": 0, "message": message, "logprobs": None,
+                               "finish_reason": finish(completion)}]
         else:
             out = self._base("text_completion")
             out["choices"] = [{"index": 0, "text": completion.text, "logprobs": None,
@@ -43,8 +47,8 @@ class Formatter:
         return out
 
     def chunk(self, text: str | None, *, role: bool = False, finish_reason: str | None = None,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One streamed chunk."""
+              extra: dict[str, Any] | None = None, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """One streamed chunk; ``tool_calls``: OpenAI's ``delta.tool_calls`` pieces (with ``index``)."""
         if self.chat:
             out = self._base("chat.completion.chunk")
             delta: dict[str, Any] = {}
@@ -52,6 +56,8 @@ class Formatter:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
+            if tool_calls:
+                delta["tool_calls"] = tool_calls
             out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
         else:
             out = self._base("text_completion")
@@ -68,7 +74,15 @@ class Formatter:
 
 
 def finish(completion: Completion) -> str:
+    """OpenAI's finish_reason: tool_calls when the answer made calls, else length or stop."""
+    if completion.tool_calls and completion.finish_reason != "length":
+        return "tool_calls"
     return "length" if completion.finish_reason == "length" else "stop"
+
+
+def tool_call_json(call: Any) -> dict[str, Any]:
+    """One entry of ``message.tool_calls`` (arguments as JSON text, as OpenAI sends them)."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def extension(completion: Completion, extra: dict[str, Any]) -> dict[str, Any]:

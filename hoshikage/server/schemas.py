@@ -13,6 +13,7 @@ be encoded in the response. Stop strings are bounded (``MAX_STOP``, ``MAX_STOP_C
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -151,11 +152,112 @@ class GenerationFields(Checked):
         return {n: getattr(self, f"diffusion_{n}") for n in names if getattr(self, f"diffusion_{n}") is not None}
 
 
+MAX_TOOLS = 128  # function definitions per request
+FUNCTION_NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # OpenAI's rule for function names
+
+
+class FunctionIn(Checked):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(..., pattern=FUNCTION_NAME)
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = Field(None, description="A JSON Schema object.")
+    strict: bool | None = None
+
+
+class ToolIn(Checked):
+    """One tool of ``tools``: OpenAI's ``{"type": "function", "function": {...}}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionIn
+
+
+class NamedFunction(Checked):
+    name: str = Field(..., pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(Checked):
+    """``tool_choice: {"type": "function", "function": {"name": ...}}``: call exactly this tool."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaSpec(Checked):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema", description="A JSON Schema object.")
+    strict: bool | None = None
+
+
+class ResponseFormat(Checked):
+    """``response_format``: text, any JSON object, or JSON valid for a schema (grammar-constrained)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format type json_schema needs a json_schema object")
+        return self
+
+    def schema_or_none(self) -> dict[str, Any] | None:
+        """The JSON Schema the answer must satisfy (json_object: any object), None for text."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema":
+            return self.json_schema.schema_ if self.json_schema else {}
+        return None
+
+
+class ToolCallFunctionIn(Checked):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str | dict[str, Any] = ""
+
+
+class ToolCallIn(Checked):
+    """An earlier call in the history (an assistant message's ``tool_calls``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunctionIn
+
+
 class ChatMessageIn(Checked):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOLS)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def as_openai(self) -> dict[str, Any]:
+        """This message as llama.cpp's chat handling reads OpenAI messages."""
+        out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
+                               "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id or f"call_{i}", "type": "function",
+                                  "function": {"name": c.function.name, "arguments": c.function.arguments
+                                               if isinstance(c.function.arguments, str)
+                                               else json.dumps(c.function.arguments)}}
+                                 for i, c in enumerate(self.tool_calls)]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None and self.role == "tool":
+            out["name"] = self.name
+        return out
 
     @field_validator("content", mode="after")
     @classmethod
@@ -171,6 +273,43 @@ class ChatMessageIn(Checked):
 class ChatCompletionRequest(GenerationFields):
     messages: list[ChatMessageIn] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+    response_format: ResponseFormat | None = Field(None, description="json_object / json_schema: the answer "
+                                                   "is grammar-constrained JSON (autoregressive models).")
+    tools: list[ToolIn] | None = Field(None, max_length=MAX_TOOLS, description="Functions the model may call "
+                                       "(autoregressive models), in the model family's format.")
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # Accepted by OpenAI, not implemented here: declared so that asking for them is refused
+    # (see unsupported()) instead of being dropped with the other unknown fields.
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    prediction: Any = None
+    audio: Any = None
+    modalities: list[str] | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(field, why) for the first field asked for that Hoshikage does not implement, else None."""
+        checks = [("logprobs", bool(self.logprobs), "log probabilities are not supported yet"),
+                  ("top_logprobs", bool(self.top_logprobs), "log probabilities are not supported yet"),
+                  ("logit_bias", bool(self.logit_bias), "logit_bias is not supported yet"),
+                  ("functions", bool(self.functions), "the legacy functions field is not supported; send tools"),
+                  ("function_call", self.function_call not in (None, "none", "auto"),
+                   "the legacy function_call field is not supported; send tool_choice"),
+                  ("prediction", self.prediction is not None, "predicted outputs are not supported"),
+                  ("audio", self.audio is not None, "audio output is not supported"),
+                  ("modalities", bool(self.modalities) and self.modalities != ["text"], "only text output")]
+        return next(((name, why) for name, asked, why in checks if asked), None)
+
+    def uses_tool_history(self) -> bool:
+        """Whether the history holds tool calls or tool results (which only llama.cpp's chat
+        handling renders in the model family's format)."""
+        return any(m.tool_calls or m.role == "tool" for m in self.messages)
+
+    def openai_messages(self) -> list[dict[str, Any]]:
+        return [m.as_openai() for m in self.messages]
 
     def as_messages(self) -> list[dict[str, str]]:
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.content or ""}
@@ -183,6 +322,25 @@ class ChatCompletionRequest(GenerationFields):
 class CompletionRequest(GenerationFields):
     prompt: str | list[str] = Field(..., description="Raw text (no chat template); one prompt only.")
     echo: bool = False
+    # Accepted by OpenAI's completions, not implemented here (refused by unsupported()).
+    logprobs: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+    response_format: Any = None
+    tools: Any = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(field, why) for the first field asked for that Hoshikage does not implement, else None."""
+        checks = [("echo", self.echo, "echo is not supported"),
+                  ("logprobs", self.logprobs not in (None, 0), "log probabilities are not supported yet"),
+                  ("logit_bias", bool(self.logit_bias), "logit_bias is not supported yet"),
+                  ("suffix", bool(self.suffix), "suffix (fill-in-the-middle) is not supported"),
+                  ("best_of", self.best_of not in (None, 1), "only one completion is generated"),
+                  ("response_format", self.response_format is not None,
+                   "response_format belongs to /v1/chat/completions"),
+                  ("tools", self.tools is not None, "tools belong to /v1/chat/completions")]
+        return next(((name, why) for name, asked, why in checks if asked), None)
 
     @field_validator("prompt", mode="after")
     @classmethod
