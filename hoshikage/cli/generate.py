@@ -12,7 +12,13 @@ import json
 import sys
 from typing import Any
 
+from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS
+from .param_flags import add_flags
+
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+# llama-diffusion-cli's defaults; 0 = not given for eps and block length (exactly one picks the schedule)
+DIFFUSION_CLI_DEFAULTS = {"steps": 128, "algorithm": "4", "eps": 0.0, "block_length": 0, "alg_temp": 0.0,
+                          "cfg_scale": 0.0}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,30 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="physical batch size; for diffusion the canvas length, prompt included (default 512)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all available)")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature; <= 0 is greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
-    p.add_argument("--top-p", type=float, default=0.95, help="top-p, 1.0 = off (default 0.95)")
-    p.add_argument("--min-p", type=float, default=0.05, help="min-p, 0 = off (autoregressive; default 0.05)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="1.0 = off (autoregressive)")
-    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the repeat penalty looks back over")
-    p.add_argument("--presence-penalty", type=float, default=0.0)
-    p.add_argument("--frequency-penalty", type=float, default=0.0)
-    p.add_argument("-s", "--seed", type=int, default=LLAMA_DEFAULT_SEED,
-                   help="RNG seed (default: random, as llama.cpp)")
+    add_flags(p, SHARED_PARAMS, {**{q.name: q.default for q in SHARED_PARAMS}, "seed": LLAMA_DEFAULT_SEED})
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     tmpl = p.add_mutually_exclusive_group()
     tmpl.add_argument("--chat-template", dest="chat_template", action="store_true", default=True,
                       help="wrap -p in the model's chat template (default, as llama-diffusion-cli)")
     tmpl.add_argument("--no-chat-template", dest="chat_template", action="store_false",
                       help="use -p as raw text (as llama-simple)")
-    d = p.add_argument_group("diffusion (llama-diffusion-cli's flags)")
-    d.add_argument("--diffusion-steps", type=int, default=128, help="denoising steps (default 128)")
-    d.add_argument("--diffusion-algorithm", default="4",
-                   help="0 ORIGIN, 1 ENTROPY_BASED, 2 MARGIN_BASED, 3 RANDOM, 4 CONFIDENCE_BASED (number or name)")
-    d.add_argument("--diffusion-eps", type=float, default=0.0, help="timestep schedule's eps (Dream, RND1)")
-    d.add_argument("--diffusion-block-length", type=int, default=0, help="block schedule's block length (LLaDA)")
-    d.add_argument("--diffusion-alg-temp", type=float, default=0.0, help="algorithm temperature")
-    d.add_argument("--diffusion-cfg-scale", type=float, default=0.0, help="classifier-free guidance scale")
+    d = p.add_argument_group("diffusion (llama-diffusion-cli's flags)", "give exactly one of --diffusion-eps "
+                             "(timestep schedule: Dream, RND1) and --diffusion-block-length (block schedule: LLaDA)")
+    add_flags(d, [q for q in DIFFUSION_PARAMS if q.name in DIFFUSION_CLI_DEFAULTS], DIFFUSION_CLI_DEFAULTS)
     d.add_argument("--diffusion-add-gumbel-noise", type=float, default=0.0,
                    help="non-zero adds gumbel noise when temp > 0 (a number, as llama.cpp parses it)")
     d.add_argument("--diffusion-visual", action="store_true", help="show the canvas as it is denoised")

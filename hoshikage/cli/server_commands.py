@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..sampling.params import DIFFUSION_PARAMS
+from .param_flags import add_flags, flag_values
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     home_help = "registry folder (default: HOSHIKAGE_HOME, else ~/.config/hoshikage)"
@@ -33,14 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--description", help="free text shown by list and GET /v1/models")
     p.add_argument("--test-model", action="store_true", help="label the model as a test model")
     p.add_argument("--max-tokens", type=int, help="default answer length for this model")
-    d = p.add_argument_group("diffusion defaults for this model (requests may override)")
-    d.add_argument("--diffusion-steps", type=int)
-    d.add_argument("--diffusion-algorithm", help="0-4 or a name, e.g. CONFIDENCE_BASED")
-    d.add_argument("--diffusion-schedule", help="0 / TIMESTEP_BASED or 1 / BLOCK_BASED")
-    d.add_argument("--diffusion-eps", type=float)
-    d.add_argument("--diffusion-block-length", type=int)
-    d.add_argument("--diffusion-alg-temp", type=float)
-    d.add_argument("--diffusion-cfg-scale", type=float)
+    add_flags(p.add_argument_group("diffusion defaults for this model (requests may override)"), DIFFUSION_PARAMS)
     p.add_argument("--home", type=Path, help=home_help)
     p.set_defaults(handler=run_add)
 
@@ -114,10 +110,7 @@ def run_add(args: argparse.Namespace) -> int:
 
     try:
         path = check_gguf_file(args.path).resolve()
-        diffusion = DiffusionDefaults(
-            steps=args.diffusion_steps, algorithm=args.diffusion_algorithm, schedule=args.diffusion_schedule,
-            eps=args.diffusion_eps, block_length=args.diffusion_block_length, alg_temp=args.diffusion_alg_temp,
-            cfg_scale=args.diffusion_cfg_scale).model_dump(exclude_none=True)
+        diffusion = DiffusionDefaults(**flag_values(args, DIFFUSION_PARAMS)).model_dump(exclude_none=True)
     except ModelLoadError as exc:
         print(f"hoshikage add: {exc}", file=sys.stderr)
         return 1

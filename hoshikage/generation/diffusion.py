@@ -18,6 +18,7 @@ from ..model import Model
 from ..sampling import (DiffusionResult, StepCallback, plan_block_schedule, run_diffusion,
                         validate_params)
 from ..sampling.params import DiffusionParams, Schedule
+from .text_stream import find_stop
 from .types import Chunk, Completion, Timings
 
 
@@ -52,7 +53,7 @@ def answer_tokens(model: Model, canvas_after_prompt: np.ndarray) -> tuple[list[i
     return out, False
 
 
-def plan_canvas(model: Model, n_prompt: int, max_tokens: int, params: DiffusionParams, *, limit: int,
+def plan_canvas(n_prompt: int, max_tokens: int, params: DiffusionParams, *, limit: int,
                 adjust: bool) -> tuple[int, DiffusionParams, list[str]]:
     """Canvas length and final params for a request, or ValueError naming what does not fit.
 
@@ -95,7 +96,7 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
         raise ValueError(f"{model.path.name} is a diffusion model without a mask token (tokenizer.ggml.mask_token_id)")
     validate_params(params)
     limit = context.n_ubatch if context is not None else (n_ctx or model.n_ctx_train)
-    canvas, params, notes = plan_canvas(model, len(prompt_tokens), max_tokens, params, limit=limit, adjust=adjust)
+    canvas, params, notes = plan_canvas(len(prompt_tokens), max_tokens, params, limit=limit, adjust=adjust)
 
     def step_callback(step: int, total: int, tokens: np.ndarray) -> bool:
         if should_stop is not None and should_stop():
@@ -127,9 +128,9 @@ def _to_chunk(model: Model, n_prompt: int, result, params: DiffusionParams, stop
         tokens, hit_eog = tokens[:max_tokens], False
     text = model.detokenize(tokens, remove_special=False, unparse_special=False)
     finish = "stop" if hit_eog else "length"
-    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    if cuts:
-        text, finish = text[: min(cuts)], "stop"
+    cut = find_stop(text, stop)
+    if cut is not None:
+        text, finish = text[:cut], "stop"
     if result.cancelled:
         finish = "cancelled"
     timings = Timings(generation_seconds=result.decode_seconds + result.sampling_seconds + result.guidance_seconds,

@@ -5,6 +5,8 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 
+from ..sampling.params import SHARED, SHARED_PARAMS
+
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
 
@@ -33,27 +35,19 @@ class SamplingParams:
     the result's params so the run can be repeated. Defaults are llama.cpp's.
     """
 
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
+    temperature: float = SHARED["temperature"].default
+    top_k: int = SHARED["top_k"].default
+    top_p: float = SHARED["top_p"].default
+    min_p: float = SHARED["min_p"].default
+    repeat_penalty: float = SHARED["repeat_penalty"].default
+    repeat_last_n: int = SHARED["repeat_last_n"].default
+    presence_penalty: float = SHARED["presence_penalty"].default
+    frequency_penalty: float = SHARED["frequency_penalty"].default
+    seed: int | None = SHARED["seed"].default
 
     def __post_init__(self) -> None:
-        check_number("temperature", self.temperature, lo=0)
-        check_number("top_k", self.top_k, lo=0, hi=INT32_MAX, integer=True)
-        check_number("top_p", self.top_p, lo=0, hi=1, lo_open=True)
-        check_number("min_p", self.min_p, lo=0, hi=1)
-        check_number("repeat_penalty", self.repeat_penalty, lo=0, lo_open=True)
-        check_number("repeat_last_n", self.repeat_last_n, lo=-1, hi=INT32_MAX, integer=True)
-        check_number("presence_penalty", self.presence_penalty, lo=-2, hi=2)
-        check_number("frequency_penalty", self.frequency_penalty, lo=-2, hi=2)
-        if self.seed is not None:
-            check_number("seed", self.seed, lo=0, hi=UINT32_MAX, integer=True)
+        for p in SHARED_PARAMS:  # ranges declared in sampling/params.py
+            p.check(getattr(self, p.name))
 
     @property
     def greedy(self) -> bool:

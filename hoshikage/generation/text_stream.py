@@ -5,6 +5,24 @@ import codecs
 from collections.abc import Sequence
 
 
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the earliest stop string in ``text`` begins; None if none occurs."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def partial_stop_suffix(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string: the text
+    to hold back, since the next piece may complete the stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
 class TextStream:
     """Feed token pieces (bytes); get back text that is safe to show.
 
@@ -32,7 +50,7 @@ class TextStream:
             return ""
         pending = self._held + self._decoder.decode(b"", final=True)
         self._held = ""
-        cut = self._find_stop(pending)
+        cut = find_stop(pending, self._stop)
         if cut is not None:
             self.stopped = True
             pending = pending[:cut]
@@ -40,27 +58,13 @@ class TextStream:
         return pending
 
     def _emit(self, pending: str) -> str:
-        cut = self._find_stop(pending)
+        cut = find_stop(pending, self._stop)
         if cut is not None:
             self.stopped = True
             self._held = ""
             out = pending[:cut]
         else:
-            keep = self._partial_stop_suffix(pending)
+            keep = partial_stop_suffix(pending, self._stop)
             out, self._held = pending[: len(pending) - keep], pending[len(pending) - keep:]
         self.text += out
         return out
-
-    def _find_stop(self, text: str) -> int | None:
-        hits = [i for i in (text.find(s) for s in self._stop) if i >= 0]
-        return min(hits) if hits else None
-
-    def _partial_stop_suffix(self, text: str) -> int:
-        """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-        best = 0
-        for s in self._stop:
-            for k in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:k]):
-                    best = k
-                    break
-        return best

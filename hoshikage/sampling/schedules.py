@@ -6,12 +6,11 @@ argument checks that name the offending parameter.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .params import Algorithm, DiffusionParams, Schedule
+from .params import DIFFUSION_PARAMS, SHARED, DiffusionParams
 
 __all__ = ["timestep_transfer_count", "get_num_transfer_tokens", "BlockPlan",
            "plan_block_schedule", "validate_params"]
@@ -23,15 +22,6 @@ def _check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-def _check_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def timestep_transfer_count(step: int, total_steps: int, remaining: int, eps: float) -> int:
@@ -116,35 +106,11 @@ def validate_params(params: DiffusionParams) -> None:
     """Check every field of ``params``; raises ValueError naming the field and value."""
     if not isinstance(params, DiffusionParams):
         raise ValueError(f"params must be a DiffusionParams, got {type(params).__name__}")
-    _check_int("steps", params.steps, 1)
-    try:
-        Algorithm(params.algorithm)
-    except ValueError:
-        raise ValueError(f"algorithm must be one of {[a.name for a in Algorithm]}, "
-                         f"got {params.algorithm!r}") from None
-    try:
-        Schedule(params.schedule)
-    except ValueError:
-        raise ValueError(f"schedule must be one of {[s.name for s in Schedule]}, "
-                         f"got {params.schedule!r}") from None
-    if Schedule(params.schedule) == Schedule.TIMESTEP_BASED:
-        eps = _check_float("eps", params.eps)
-        if not 0.0 < eps < 1.0:
-            raise ValueError(f"eps must be in (0, 1), got {eps}")
-    else:
-        _check_int("block_length", params.block_length, 1)
-    if _check_float("temperature", params.temperature) < 0.0:
-        raise ValueError(f"temperature must be >= 0, got {params.temperature}")
-    top_p = _check_float("top_p", params.top_p)
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    _check_int("top_k", params.top_k, 0)
-    if params.top_k > 2**31 - 1:
-        raise ValueError(f"top_k must fit an int32, got {params.top_k}")
-    if _check_float("alg_temp", params.alg_temp) < 0.0:
-        raise ValueError(f"alg_temp must be >= 0, got {params.alg_temp}")
-    if _check_float("cfg_scale", params.cfg_scale) < 0.0:
-        raise ValueError(f"cfg_scale must be >= 0, got {params.cfg_scale}")
+    for p in DIFFUSION_PARAMS:  # declared in params.py; schedule is checked before the fields it picks
+        if p.only_with is None or p.only_with == params.schedule:
+            p.check(getattr(params, p.name))
+    for name in ("temperature", "top_p", "top_k"):  # declared with the sampling parameters
+        SHARED[name].check(getattr(params, name))
     if not isinstance(params.add_gumbel_noise, (bool, np.bool_)):
         raise ValueError(f"add_gumbel_noise must be a bool, got {params.add_gumbel_noise!r}")
     if not isinstance(params.corrected, (bool, np.bool_)):

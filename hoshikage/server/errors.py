@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ParameterError
+from .param_fields import REQUEST_NAMES
 
 # code -> (HTTP status, OpenAI error type)
 CODES: dict[str, tuple[int, str]] = {
@@ -79,8 +80,8 @@ _PARAM_WORDS = {
 def from_value_error(exc: ValueError) -> APIError:
     """A library ValueError (its message names the field) as a 400 validation error."""
     message = str(exc)
-    if isinstance(exc, ParameterError):
-        return APIError("validation_error", message, param=exc.param, status=400)
+    if isinstance(exc, ParameterError):  # a declared parameter's library name -> its request field
+        return APIError("validation_error", message, param=REQUEST_NAMES.get(exc.param, exc.param), status=400)
     hits = [(m.start(), field) for word, field in _PARAM_WORDS.items()
             for m in [re.search(rf"(?<![\w-]){word}\b", message)] if m]
     param = min(hits)[1] if hits else None

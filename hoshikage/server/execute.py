@@ -16,13 +16,17 @@ from typing import Any
 import numpy as np
 
 from .. import Algorithm, Schedule, generate, prepare_prompt
+from ..generation.diffusion import plan_canvas
+from ..generation.settled import SettledText
 from ..generation.structured import PreparedChat, StructuredChat, prepare_chat, with_tool_calls
 from ..generation.tool_stream import ToolCallStream
 from .._ffi._loader import BUILD_COMMAND, LibraryNotFound
 from ..chat_template import RENDER_TIMEOUT_S, RenderStopped, TemplateBoundError
 from ..errors import ContextError, HoshikageError, ModelLoadError
+from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS, DiffusionParams
 from .errors import APIError, from_value_error
 from .memory import bucket, estimate_diffusion
+from .param_fields import merged
 from .registry import ModelEntry
 from .residency import Residency
 from .schemas import ChatCompletionRequest, CompletionRequest
@@ -32,8 +36,7 @@ from .worker import Job
 log = logging.getLogger("hoshikage.server")
 request_log = logging.getLogger("hoshikage.server.requests")
 
-_SAMPLING = ("temperature", "top_p", "top_k", "seed", "min_p", "repeat_penalty", "repeat_last_n",
-             "presence_penalty", "frequency_penalty")
+_AUTOREGRESSIVE_ONLY = tuple(p.name for p in SHARED_PARAMS if p.autoregressive_only)
 
 
 @dataclass
@@ -59,15 +62,9 @@ def make_plan(req: ChatCompletionRequest | CompletionRequest, entry: ModelEntry,
     refused = req.unsupported()
     if refused is not None:  # an OpenAI field Hoshikage does not implement is refused, never dropped
         raise APIError("validation_error", f"{refused[0]}: {refused[1]}", param=refused[0], status=400)
-    sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
-                "repeat_penalty": settings.repeat_penalty, "repeat_last_n": settings.repeat_last_n}
-    sampling.update({k: getattr(req, k) for k in _SAMPLING if getattr(req, k) is not None})
-    diffusion = {"steps": settings.diffusion_steps, "algorithm": settings.diffusion_algorithm,
-                 "schedule": settings.diffusion_schedule, "eps": settings.diffusion_eps,
-                 "block_length": settings.diffusion_block_length, "alg_temp": settings.diffusion_alg_temp,
-                 "cfg_scale": settings.diffusion_cfg_scale}
-    diffusion.update({k: v for k, v in entry.diffusion.items() if v is not None and k in diffusion})
-    diffusion.update(req.diffusion_overrides())
+    # settings < the model's registry entry < the request, by the declared names (sampling/params.py)
+    sampling = merged(SHARED_PARAMS, settings, req.sampling_overrides())
+    diffusion = merged(DIFFUSION_PARAMS, settings, entry.diffusion, req.diffusion_overrides())
     stop = list(dict.fromkeys([*settings.default_stop, *entry.stop, *(req.stop or [])]))
     max_tokens = req.requested_max_tokens() or entry.max_tokens or settings.max_tokens
     chat = isinstance(req, ChatCompletionRequest)
@@ -196,17 +193,13 @@ class Runner:
         kwargs: dict[str, Any] = dict(plan.sampling)
         on_step = None
         if kind == "diffusion":
-            for key in ("min_p", "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty"):
+            for key in _AUTOREGRESSIVE_ONLY:
                 kwargs.pop(key, None)  # autoregressive-only fields do not apply
-            canvas = n_prompt + plan.max_tokens
-            block = plan.diffusion["block_length"] if plan.diffusion["schedule"] == 1 else None
-            if block:
-                canvas = -(-canvas // block) * block  # the block schedule may round the canvas up
-            tokens = min(canvas, limit)
-            self._check_memory(model, n_prompt, tokens, bucket(tokens, limit), block, plan)
-            timeout = self._diffusion_timeout(plan.diffusion["steps"], limit)
             kwargs["diffusion"] = {**plan.diffusion, "algorithm": Algorithm(plan.diffusion["algorithm"]),
                                    "schedule": Schedule(plan.diffusion["schedule"])}
+            tokens, block = _diffusion_canvas(n_prompt, plan, limit)
+            self._check_memory(model, n_prompt, tokens, bucket(tokens, limit), block, plan)
+            timeout = self._diffusion_timeout(plan.diffusion["steps"], limit)
             on_step = self._on_step(job, plan, model, n_prompt)
         else:
             check_look_back(plan.sampling["repeat_last_n"], limit)
@@ -308,7 +301,8 @@ class Runner:
                            param="max_tokens")
 
     def _on_step(self, job: Job, plan: Plan, model: Any, n_prompt: int):
-        settled = SettledText(model, n_prompt, plan.stop) if plan.stream_blocks and plan.stream else None
+        settled = (SettledText(model, n_prompt, plan.stop, plan.max_tokens)
+                   if plan.stream_blocks and plan.stream else None)
 
         def on_step(step: int, total: int, canvas: np.ndarray) -> bool:
             job.emit("progress", (step + 1, total))  # called as step ``step`` (0-based) starts
@@ -321,50 +315,22 @@ class Runner:
         return on_step
 
 
-class SettledText:
-    """The answer's settled prefix while a diffusion model runs (opt-in block streaming).
-
-    The sampler never re-masks a position, so the canvas up to its first mask token is final:
-    under the block schedule that is every finished block (and sometimes more). Text that
-    could still be cut by a stop string, or is an incomplete UTF-8 character, is held back.
-    """
-
-    def __init__(self, model: Any, n_prompt: int, stop: list[str]):
-        self.model = model
-        self.n_prompt = n_prompt
-        self.stop = [s for s in stop if s]
-        self.mask = model.mask_token
-        self.sent = ""
-        self.done = False
-
-    def update(self, canvas: np.ndarray) -> str:
-        if self.done:
-            return ""
-        answer = np.asarray(canvas)[self.n_prompt:]
-        masked = np.flatnonzero(answer == self.mask)
-        prefix = answer[: masked[0] if len(masked) else len(answer)].tolist()
-        for i, tok in enumerate(prefix):
-            if self.model.is_eog(tok):
-                prefix, self.done = prefix[:i], True
-                break
-        text = self.model.detokenize(prefix, remove_special=False, unparse_special=False).rstrip("\ufffd")
-        cuts = [i for i in (text.find(s) for s in self.stop) if i >= 0]
-        if cuts:
-            text, self.done = text[: min(cuts)], True
-        elif self.stop:
-            hold = max(len(s) for s in self.stop) - 1
-            text = text[: max(len(self.sent), len(text) - hold)]
-        if not text.startswith(self.sent) or len(text) <= len(self.sent):
-            return ""
-        delta, self.sent = text[len(self.sent):], text
-        return delta
-
-
 def _emit_tool_deltas(job: Job, content: str, deltas: list[dict[str, Any]]) -> None:
     if content:
         job.emit("delta", content)
     if deltas:
         job.emit("tool_delta", deltas)
+
+
+def _diffusion_canvas(n_prompt: int, plan: Plan, limit: int) -> tuple[int, int | None]:
+    """The canvas the generation will use (generation.diffusion.plan_canvas: cut to the context,
+    rounded for the block schedule), and the block length if the block schedule is used."""
+    params = DiffusionParams(**plan.diffusion)
+    try:
+        canvas, _, _ = plan_canvas(n_prompt, plan.max_tokens, params, limit=limit, adjust=True)
+    except ValueError as exc:
+        raise from_value_error(exc) from exc
+    return canvas, params.block_length if params.schedule == Schedule.BLOCK_BASED else None
 
 
 def check_look_back(repeat_last_n: int, limit: int) -> None:

@@ -16,39 +16,18 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from ..sampling.params import Algorithm, Schedule
+from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS
+from .param_fields import defaults_fields, parse_enum, request_fields, request_values
 from .text_rules import MODEL_NAME_MAX, model_name_problem, surrogate_problem
 
-_SCHEDULE_ALIASES = {"TIMESTEP": Schedule.TIMESTEP_BASED, "BLOCK": Schedule.BLOCK_BASED}
+__all__ = ["parse_enum"]  # re-exported: it moved to param_fields
 MAX_STOP = 16  # stop strings per request (or per model)
 # Each stop string's length: the text stream holds back up to this much of the answer and
 # compares every suffix with it per token, so the cost per token grows with its square.
 MAX_STOP_CHARS = 256
 MAX_DESCRIPTION_CHARS = 1000
-
-
-def parse_enum(enum: type, value: Any, field: str, aliases: dict[str, Any] | None = None) -> int:
-    """An IntEnum member's value from its number or (case-insensitive) name; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{field} must be a number or a name, got {value!r}")
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-        number = int(value)
-        if isinstance(value, float) and value != number:
-            raise ValueError(f"{field} must be a whole number, got {value!r}")
-        try:
-            return int(enum(number))
-        except ValueError:
-            pass
-    elif isinstance(value, str):
-        key = value.strip().upper().replace("-", "_")
-        if key in enum.__members__:
-            return int(enum[key])
-        if aliases and key in aliases:
-            return int(aliases[key])
-    names = ", ".join(f"{m.value} {m.name}" for m in enum)
-    raise ValueError(f"{field}: unknown value {value!r} (one of: {names})")
 
 
 def check_stops(value: str | list[str] | None) -> list[str]:
@@ -85,23 +64,19 @@ class StreamOptions(Checked):
     include_usage: bool = False
 
 
-class GenerationFields(Checked):
-    """What chat and completions share: sampling, stop, streaming and the diffusion fields."""
-
+class _Head(Checked):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(..., min_length=1, description="A registered model name (GET /v1/models).")
     max_tokens: int | None = Field(None, ge=1, description="Answer length; for diffusion, the canvas "
                                    "after the prompt. Default: MAX_TOKENS.")
-    temperature: float | None = Field(None, ge=0.0, le=10.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0, le=2**31 - 1)
-    min_p: float | None = Field(None, ge=0.0, le=1.0, description="Autoregressive only.")
-    repeat_penalty: float | None = Field(None, gt=0.0, description="1.0 is off (autoregressive only).")
-    repeat_last_n: int | None = Field(None, ge=-1, le=2**31 - 1, description="0 is off (autoregressive only).")
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+
+# temperature, top_p, top_k, min_p, the penalties, seed: declared in sampling/params.py
+_Sampling = create_model("_Sampling", __base__=_Head, **request_fields(SHARED_PARAMS))
+
+
+class _Middle(_Sampling):
     stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOP} stop strings of at most "
                                          f"{MAX_STOP_CHARS} characters, merged with the model's.")
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
@@ -109,14 +84,14 @@ class GenerationFields(Checked):
     stream_options: StreamOptions | None = None
     user: str | None = None
 
-    diffusion_steps: int | None = Field(None, ge=1, le=100_000, description="Denoising steps.")
-    diffusion_algorithm: int | None = Field(None, description="0-4 or ORIGIN, ENTROPY_BASED, MARGIN_BASED, "
-                                            "RANDOM, CONFIDENCE_BASED.")
-    diffusion_schedule: int | None = Field(None, description="0 / TIMESTEP_BASED or 1 / BLOCK_BASED.")
-    diffusion_eps: float | None = Field(None, ge=0.0, lt=1.0)
-    diffusion_block_length: int | None = Field(None, ge=1)
-    diffusion_alg_temp: float | None = Field(None, ge=0.0)
-    diffusion_cfg_scale: float | None = Field(None, ge=0.0)
+
+# diffusion_steps, diffusion_algorithm, ...: declared in sampling/params.py
+_Diffusion = create_model("_Diffusion", __base__=_Middle, **request_fields(DIFFUSION_PARAMS))
+
+
+class GenerationFields(_Diffusion):
+    """What chat and completions share: sampling, stop, streaming and the diffusion fields."""
+
     diffusion_stream_blocks: bool | None = Field(None, description="Stream settled text while a diffusion "
                                                  "model runs (opt-in; see docs/server.md).")
 
@@ -131,16 +106,6 @@ class GenerationFields(Checked):
                                      + ", ".join(sorted(k for k in known if k.startswith("diffusion_"))))
         return data
 
-    @field_validator("diffusion_algorithm", mode="before")
-    @classmethod
-    def _algorithm(cls, value: Any) -> Any:
-        return None if value is None else parse_enum(Algorithm, value, "diffusion_algorithm")
-
-    @field_validator("diffusion_schedule", mode="before")
-    @classmethod
-    def _schedule(cls, value: Any) -> Any:
-        return None if value is None else parse_enum(Schedule, value, "diffusion_schedule", _SCHEDULE_ALIASES)
-
     @field_validator("stop", mode="after")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> list[str]:
@@ -148,8 +113,11 @@ class GenerationFields(Checked):
 
     def diffusion_overrides(self) -> dict[str, Any]:
         """The diffusion fields this request set, under DiffusionParams' names."""
-        names = ("steps", "algorithm", "schedule", "eps", "block_length", "alg_temp", "cfg_scale")
-        return {n: getattr(self, f"diffusion_{n}") for n in names if getattr(self, f"diffusion_{n}") is not None}
+        return request_values(self, DIFFUSION_PARAMS)
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        """The shared sampling fields this request set (temperature, ..., seed)."""
+        return request_values(self, SHARED_PARAMS)
 
 
 MAX_TOOLS = 128  # function definitions per request
@@ -357,28 +325,13 @@ class CompletionRequest(GenerationFields):
         return self.max_tokens
 
 
-class DiffusionDefaults(Checked):
-    """Per-model diffusion defaults in the registry (DiffusionParams' names)."""
-
+class _Forbid(Checked):
     model_config = ConfigDict(extra="forbid")
 
-    steps: int | None = Field(None, ge=1)
-    algorithm: int | None = None
-    schedule: int | None = None
-    eps: float | None = Field(None, ge=0.0, lt=1.0)
-    block_length: int | None = Field(None, ge=1)
-    alg_temp: float | None = Field(None, ge=0.0)
-    cfg_scale: float | None = Field(None, ge=0.0)
 
-    @field_validator("algorithm", mode="before")
-    @classmethod
-    def _algorithm(cls, value: Any) -> Any:
-        return None if value is None else parse_enum(Algorithm, value, "algorithm")
-
-    @field_validator("schedule", mode="before")
-    @classmethod
-    def _schedule(cls, value: Any) -> Any:
-        return None if value is None else parse_enum(Schedule, value, "schedule", _SCHEDULE_ALIASES)
+DiffusionDefaults = create_model("DiffusionDefaults", __base__=_Forbid, __module__=__name__,
+                                 __doc__="Per-model diffusion defaults in the registry (DiffusionParams' "
+                                 "names), derived from sampling/params.py.", **defaults_fields(DIFFUSION_PARAMS))
 
 
 class AddModelRequest(Checked):

@@ -14,8 +14,11 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS
+from .param_fields import settings_fields
 
 DEFAULT_HOME = "~/.config/hoshikage"
 
@@ -40,7 +43,13 @@ def host_name(value: str) -> str:
     return text.rstrip(".")
 
 
-class Settings(BaseSettings):
+# TEMPERATURE, TOP_P, TOP_K, REPEAT_PENALTY, REPEAT_LAST_N and DIFFUSION_STEPS, DIFFUSION_ALGORITHM,
+# DIFFUSION_SCHEDULE, DIFFUSION_EPS, DIFFUSION_BLOCK_LENGTH, DIFFUSION_ALG_TEMP, DIFFUSION_CFG_SCALE:
+# declared with the library's parameters (sampling/params.py), with the same ranges as the requests.
+_Declared = create_model("_Declared", __base__=BaseSettings, **settings_fields((*SHARED_PARAMS, *DIFFUSION_PARAMS)))
+
+
+class Settings(_Declared):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       case_sensitive=False)
 
@@ -83,15 +92,9 @@ class Settings(BaseSettings):
                                        "LOG_FILE_PATH.YYYY-MM-DD. Unset: log to stdout.")
     log_level: str = Field("INFO", description="Python log level of the server's log.")
 
-    # --- generation defaults (a request's own fields win) ---------------------------------
-    temperature: float = Field(0.2, ge=0.0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(0.8, gt=0.0, le=1.0, description="Nucleus sampling; 1.0 turns it off.")
-    top_k: int = Field(40, ge=0, description="Top-k filter; 0 turns it off.")
+    # --- generation defaults (a request's own fields win; the others are declared above) ----
     max_tokens: int = Field(1024, ge=1, description="Answer length when a request gives none. For a "
                             "diffusion model it sets the canvas (prompt + max_tokens), bounded by the context.")
-    repeat_penalty: float = Field(1.0, gt=0.0, description="Autoregressive repeat penalty; 1.0 is off.")
-    repeat_last_n: int = Field(64, ge=-1, description="Tokens the repeat penalty looks back over; 0 is off, "
-                               "-1 the whole context; at most N_CTX (the context holds no more).")
     default_stop: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["<|im_end|>", "</s>"],
         description="Stop strings merged with each model's own (JSON list or comma-separated).")
@@ -103,17 +106,7 @@ class Settings(BaseSettings):
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all, 0 = CPU only).")
     n_threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all available.")
 
-    # --- diffusion defaults (llama-diffusion-cli's names; per model in the registry) --------
-    diffusion_steps: int = Field(50, ge=1, description="Denoising steps; more is better and slower.")
-    diffusion_algorithm: int = Field(4, ge=0, le=4, description="0 ORIGIN, 1 ENTROPY_BASED, 2 MARGIN_BASED, "
-                                     "3 RANDOM, 4 CONFIDENCE_BASED.")
-    diffusion_schedule: int = Field(0, ge=0, le=1, description="0 TIMESTEP_BASED (uses eps), 1 BLOCK_BASED "
-                                    "(uses block length).")
-    diffusion_eps: float = Field(1e-3, ge=0.0, lt=1.0, description="Timestep schedule's end point.")
-    diffusion_block_length: int = Field(32, ge=1, description="Block schedule's block length in tokens.")
-    diffusion_alg_temp: float = Field(0.0, ge=0.0, description="Algorithm temperature; > 0 samples positions.")
-    diffusion_cfg_scale: float = Field(0.0, ge=0.0, description="Classifier-free guidance; > 0 enables it "
-                                       "(a second pass per step).")
+    # --- diffusion bounds (the defaults are declared above; per model in the registry) -----
     max_diffusion_steps: int = Field(1024, ge=1, description="Most denoising steps one request may ask for "
                                      "(request, registry entry or DIFFUSION_STEPS); more get 400 naming "
                                      "diffusion_steps. Each step is a forward pass over the whole canvas.")
