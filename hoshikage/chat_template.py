@@ -1,7 +1,9 @@
 """Chat messages and the jinja2 renderer of chat templates, bounded in time and size.
 
 The jinja environment follows Hugging Face's (and llama.cpp's jinja path): sandboxed,
-``trim_blocks`` and ``lstrip_blocks`` on, with ``raise_exception`` and ``strftime_now``.
+``trim_blocks`` and ``lstrip_blocks`` on, with ``raise_exception`` and ``strftime_now``. It is
+the default engine of ``Model.apply_chat_template``; llama.cpp's built-in templates are only the
+fallback, for a template that does not render here (or when asked for by name).
 
 A chat template comes from the model file, so it is untrusted code. Besides jinja2's sandbox
 (no attribute escapes, no mutation of lists and dicts), every render has a budget

@@ -1,7 +1,8 @@
 """Context: one ``llama_context`` — decode token batches, read logits as numpy arrays.
 
-Ownership: a Context holds a reference to its Model, so the model outlives it; ``close()``
-frees the context (idempotent). Logits come back as ``[n_outputs, n_vocab]`` float32:
+Ownership: a Context holds a reference to its Model, so the model outlives it, and the model
+tracks its open contexts (weakly): ``Model.close()`` closes them first, so a context used
+after its model was closed raises ClosedError. ``close()`` frees the context (idempotent). Logits come back as ``[n_outputs, n_vocab]`` float32:
 ``logits_view()`` is zero-copy into llama.cpp's buffer and valid only until the next decode
 or close; ``logits()`` is a copy. A context made with ``embeddings=True`` also keeps the
 hidden states: ``embeddings_seq()`` (pooled) and ``embeddings_ith()`` (one token), copies of
@@ -89,6 +90,7 @@ class Context:
         self.model = model  # keeps the model alive as long as this context
         self._lib = lib
         self._ptr = ptr
+        model._adopt(self)  # model.close() closes this context first
         self._n_vocab = model.n_vocab
         self.n_threads = n_threads
         self.n_threads_batch = n_threads_batch
@@ -114,7 +116,7 @@ class Context:
     @property
     def ptr(self) -> Any:
         if self._ptr is None:
-            raise ClosedError("context is closed")
+            raise ClosedError("context is closed" + (" (its model was closed)" if self.model.closed else ""))
         return self._ptr
 
     @property

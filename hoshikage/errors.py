@@ -7,7 +7,8 @@ class HoshikageError(Exception):
 
 
 class ParameterError(HoshikageError, ValueError):
-    """A parameter of a call is invalid; ``param`` names it (the request field, for the server)."""
+    """A parameter of a call is invalid; ``param`` names it as the library does (a keyword of
+    generate(), a DiffusionParams field); the server maps it to its request field."""
 
     def __init__(self, message: str, param: str):
         super().__init__(message)
@@ -34,19 +35,17 @@ class NoSlotError(DecodeError):
     """Return code 1: no KV slot for the batch (context full; shorten input or raise n_ctx)."""
 
 
-class DecodeAborted(DecodeError):
-    """Return code 2: the abort callback stopped the computation."""
-
-
 class GenerationCancelled(HoshikageError):
-    """A step or token callback asked to stop."""
+    """A ``should_stop`` callback asked to stop (embed(); generate() reports a cancelled
+    finish reason instead)."""
 
 
 class ClosedError(HoshikageError):
     """A model or context was used after close()."""
 
 
-# llama.h, llama_decode: 0 ok; 1 no KV slot; 2 aborted; -1 invalid batch; < -1 fatal.
+# llama.h, llama_decode: 0 ok; 1 no KV slot; 2 aborted (Hoshikage sets no abort callback);
+# -1 invalid batch; < -1 fatal.
 _DECODE_MESSAGES = {
     1: "no KV slot for the batch: the context is full (use a larger n_ctx or a shorter input)",
     2: "aborted by the abort callback",
@@ -61,6 +60,4 @@ def check_decode(code: int, what: str = "llama_decode") -> None:
     message = f"{what} failed with code {code}: " + _DECODE_MESSAGES.get(code, "fatal error inside llama.cpp (see log)")
     if code == 1:
         raise NoSlotError(message, code)
-    if code == 2:
-        raise DecodeAborted(message, code)
     raise DecodeError(message, code)

@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class Model:
                                                                "architecture (the hoshikage.llama log says why)"))
         self._ptr = ptr
         self._lib = lib
+        self._contexts: weakref.WeakSet = weakref.WeakSet()  # open Contexts on it: closed first
         self._vocab = lib.llama_model_get_vocab(ptr)
         try:
             self._check_vocab()
@@ -172,11 +174,18 @@ class Model:
         return self._ptr is None
 
     def close(self) -> None:
-        """Free the model. Safe to call twice. Contexts made from it must be closed first
-        (a Context holds a reference, so this only happens when you call it yourself)."""
+        """Free the model, after closing every Context still open on it (using one later raises
+        ClosedError, never touches freed memory). Safe to call twice."""
+        for context in list(getattr(self, "_contexts", ())):
+            context.close()
         ptr, self._ptr = getattr(self, "_ptr", None), None
         if ptr is not None:
             self._lib.llama_model_free(ptr)
+
+    def _adopt(self, context: Any) -> None:
+        """Track an open Context on this model (weakly), so that close() closes it first."""
+        self.ptr  # raises when closed
+        self._contexts.add(context)
 
     def __enter__(self) -> Model:
         return self

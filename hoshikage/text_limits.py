@@ -21,6 +21,8 @@ import functools
 import re
 import unicodedata
 
+from .errors import ParameterError
+
 MAX_CLASS_RUN = 4096
 MAX_CHARS_PER_TOKEN = 64
 
@@ -48,21 +50,22 @@ def longest_run(text: str) -> tuple[int, str, int]:
 
 
 def check_runs(text: str, field: str = "text") -> None:
-    """ValueError naming ``field`` if ``text`` has a run of one class longer than MAX_CLASS_RUN."""
+    """ParameterError naming ``field`` if ``text`` has a run of one class longer than MAX_CLASS_RUN."""
     if len(text) <= MAX_CLASS_RUN:
         return
     length, kind, start = longest_run(text)
     if length > MAX_CLASS_RUN:
-        raise ValueError(f"{field} has a run of {length} {kind} characters (from character {start}); at most "
-                         f"{MAX_CLASS_RUN} in a row: llama.cpp's regex pre-tokenizers crash on much longer runs")
+        raise ParameterError(f"{field} has a run of {length} {kind} characters (from character {start}); at "
+                             f"most {MAX_CLASS_RUN} in a row: llama.cpp's regex pre-tokenizers crash on much longer "
+                             "runs", field)
 
 
 def check_length(text: str, n_ctx: int, field: str = "text") -> None:
-    """ValueError naming ``field`` if ``text`` is too long to ever fit a context of ``n_ctx`` tokens."""
+    """ParameterError naming ``field`` if ``text`` is too long to ever fit a context of ``n_ctx`` tokens."""
     limit = max(1, n_ctx) * MAX_CHARS_PER_TOKEN
     if len(text) > limit:
-        raise ValueError(f"{field} has {len(text)} characters, more than a context of {n_ctx} tokens can hold "
-                         f"(at most {limit}: {MAX_CHARS_PER_TOKEN} per token)")
+        raise ParameterError(f"{field} has {len(text)} characters, more than a context of {n_ctx} tokens can "
+                             f"hold (at most {limit}: {MAX_CHARS_PER_TOKEN} per token)", field)
 
 
 def check_prompt_text(text: str, n_ctx: int, field: str = "prompt") -> None:

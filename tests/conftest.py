@@ -1,7 +1,11 @@
 """Shared fixtures. Models are located or generated at test time, never committed.
 
-The native build is a prerequisite (``make test`` runs build_llama.py first): tests that
-need it fail loudly rather than skip, so a broken build cannot pass CI.
+The native build is a prerequisite (``make test`` runs build_llama.py first): the fixtures here
+(``native_build``, ``smollm2``, ``tool``) fail loudly rather than skip, so a broken build cannot
+pass CI. Some tests do skip, each saying why, when an optional extra is missing: a reference
+tool the build may lack (llama-embedding), g++ or a cached llama.cpp source tree for the C++
+harnesses of tests/sampling, glibc's libm, chromium, schemathesis, root, /dev/full; and the long
+hardening cases unless HOSHIKAGE_HARDENING_LONG=1.
 """
 from __future__ import annotations
 

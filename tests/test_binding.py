@@ -63,3 +63,48 @@ def test_user_library_in_config_dir_is_found(tmp_path, monkeypatch, native_build
     monkeypatch.delenv("HOSHIKAGE_LIBLLAMA", raising=False)
     found = _loader.find_native_build()
     assert found.library == libdir / "libllama.so"
+
+
+def fake_cache(tmp_path, monkeypatch) -> dict:
+    """A build cache whose manifest names a library and a cdef (files that are never opened)."""
+    build = tmp_path / "cache" / "build" / "k"
+    (build / "bin").mkdir(parents=True)
+    manifest = {"library": str(build / "bin" / "libllama.so"), "cdef": str(build / "llama_cdef.h"),
+                "chat_library": str(build / "bin" / "libhoshikage-chat.so")}
+    for key in ("library", "cdef"):
+        open(manifest[key], "w").close()
+    (build / "hoshikage-build.json").write_text(json.dumps(manifest))
+    (tmp_path / "cache" / "current.json").write_text(json.dumps({"build_dir": str(build)}))
+    monkeypatch.setenv("HOSHIKAGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HOSHIKAGE_LLAMA_CDEF", raising=False)
+    return manifest
+
+
+def test_a_foreign_library_is_not_paired_with_the_cache_cdef(tmp_path, monkeypatch):
+    fake_cache(tmp_path, monkeypatch)
+    foreign = tmp_path / "elsewhere" / "libllama.so"
+    foreign.parent.mkdir()
+    foreign.write_bytes(b"not the cached build")
+    monkeypatch.setenv("HOSHIKAGE_LIBLLAMA", str(foreign))
+    with pytest.raises(_loader.LibraryNotFound, match="HOSHIKAGE_LLAMA_CDEF") as err:
+        _loader.find_native_build()
+    assert str(foreign) in str(err.value) and "not the library of the cached build" in str(err.value)
+    (foreign.parent / "llama_cdef.h").write_text("/* its own */")
+    found = _loader.find_native_build()  # its own declarations, and none of the cache's shims
+    assert found.cdef == foreign.parent / "llama_cdef.h" and found.manifest == {}
+    monkeypatch.setenv("HOSHIKAGE_LLAMA_CDEF", str(tmp_path / "chosen.h"))
+    assert _loader.find_native_build().cdef == tmp_path / "chosen.h"
+
+
+def test_the_cached_library_named_by_path_keeps_its_build(tmp_path, monkeypatch):
+    manifest = fake_cache(tmp_path, monkeypatch)
+    monkeypatch.setenv("HOSHIKAGE_LIBLLAMA", manifest["library"])
+    found = _loader.find_native_build()
+    assert str(found.cdef) == manifest["cdef"] and str(found.chat_library) == manifest["chat_library"]
+
+
+def test_library_not_found_is_a_hoshikage_error():
+    from hoshikage.errors import HoshikageError
+
+    assert issubclass(_loader.LibraryNotFound, HoshikageError)

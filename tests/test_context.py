@@ -79,3 +79,47 @@ def test_bad_sizes_are_rejected_before_c(smollm2):
         Context(smollm2, n_ctx=-5)
     with pytest.raises(ValueError, match="n_ubatch"):
         Context(smollm2, n_ctx=64, n_batch=32, n_ubatch=64)
+
+
+_CLOSE_UNDER_A_CONTEXT = """
+import sys
+import hoshikage as hk
+from hoshikage.testing.diffusion_models import ensure_test_model
+
+model = hk.Model(ensure_test_model("llada-tiny"))
+ctx = hk.Context(model, n_ctx=32)
+ctx.decode([1, 2, 3], logits="last")
+model.close()
+assert ctx.closed, "model.close() left its context open"
+try:
+    ctx.decode([1, 2, 3], logits="last")
+except hk.ClosedError as exc:
+    print("ClosedError:", exc)
+    sys.exit(0)
+sys.exit("decode after model.close() did not raise ClosedError")
+"""
+
+
+def test_decode_after_model_close_is_a_closed_error_not_a_crash():
+    """Model.close() closes its open contexts first. In a subprocess: a regression would free the
+    model under the context, and the decode would then touch freed memory (a crash)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CLOSE_UNDER_A_CONTEXT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr[-2000:])
+    assert "ClosedError: context is closed (its model was closed)" in out.stdout
+
+
+def test_a_model_closes_only_its_open_contexts(smollm2_path):
+    from hoshikage import Model
+
+    with Model(smollm2_path) as model:
+        kept, dropped = Context(model, n_ctx=64), Context(model, n_ctx=64)
+        dropped.close()
+        del dropped  # a closed, collected context is no longer tracked
+        assert len(model._contexts) == 1
+        model.close()
+        assert kept.closed and model.closed
+        with pytest.raises(ClosedError, match="its model was closed"):
+            kept.decode([1])

@@ -43,12 +43,12 @@ def prepare_prompt(model: Model, prompt: str | None = None,
     ``Model.apply_chat_template``); the result is tokenized with special tokens parsed, as
     llama.cpp's tools do. Before that, text too long for a context of ``n_ctx`` tokens
     (default: the training length), or with too long a run of one character class, is refused
-    (ValueError naming messages or prompt; see hoshikage.text_limits).
+    (ParameterError naming messages or prompt; see hoshikage.text_limits).
     """
     if (prompt is None) == (messages is None):
-        raise ValueError("give exactly one of prompt= or messages=")
+        raise ParameterError("give exactly one of prompt= or messages=", "prompt")
     if prompt is not None and not isinstance(prompt, str):
-        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}", "prompt")
     if messages is None and chat_template:
         messages = [{"role": "user", "content": prompt}]
     text = (model.apply_chat_template(messages, deadline=deadline, should_stop=should_stop)
@@ -56,7 +56,8 @@ def prepare_prompt(model: Model, prompt: str | None = None,
     check_prompt_text(text, n_ctx or model.n_ctx_train or 4096, "prompt" if prompt is not None else "messages")
     tokens = model.tokenize(text, add_special=True, parse_special=True)
     if not tokens:
-        raise ValueError("the prompt is empty (no tokens after tokenization)")
+        raise ParameterError("the prompt is empty (no tokens after tokenization)",
+                             "prompt" if prompt is not None else "messages")
     return tokens
 
 
@@ -64,16 +65,16 @@ def _check_prompt_tokens(model: Model, tokens: Sequence[int], prompt: str | None
                          messages: Sequence[ChatMessage | dict] | None) -> list[int]:
     """Prepared prompt tokens: a non-empty list of ids within the vocabulary, given alone."""
     if prompt is not None or messages is not None:
-        raise ValueError("give prompt_tokens= alone, without prompt= or messages=")
+        raise ParameterError("give prompt_tokens= alone, without prompt= or messages=", "prompt_tokens")
     if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
-        raise ValueError("prompt_tokens must be a list of token ids")
+        raise ParameterError("prompt_tokens must be a list of token ids", "prompt_tokens")
     out, n_vocab = [], model.n_vocab
     for i, t in enumerate(tokens):
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) < n_vocab:
-            raise ValueError(f"prompt_tokens[{i}] = {t!r} is not a token id in [0, {n_vocab})")
+            raise ParameterError(f"prompt_tokens[{i}] = {t!r} is not a token id in [0, {n_vocab})", "prompt_tokens")
         out.append(int(t))
     if not out:
-        raise ValueError("prompt_tokens must not be empty")
+        raise ParameterError("prompt_tokens must not be empty", "prompt_tokens")
     return out
 
 
@@ -159,7 +160,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
                                   on_step=on_step, should_stop=should_stop)
     else:
         if diffusion:
-            raise ValueError(f"diffusion parameters were given, but {model.path.name} is an autoregressive model")
+            raise ParameterError(f"diffusion parameters were given, but {model.path.name} is an autoregressive "
+                                 "model", "diffusion")
         extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
                  "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         sampling = SamplingParams(**{k: v for k, v in {**shared, **extra}.items() if v is not None}).with_seed()
@@ -187,10 +189,11 @@ def _diffusion_params(diffusion: DiffusionParams | dict | None, shared: dict[str
         known = {f.name for f in fields(DiffusionParams)}
         unknown = sorted(set(diffusion) - known)
         if unknown:
-            raise ValueError(f"unknown diffusion parameter(s): {', '.join(unknown)}")
+            raise ParameterError(f"unknown diffusion parameter(s): {', '.join(unknown)}", "diffusion")
         base = DiffusionParams(**diffusion)
     else:
-        raise ValueError(f"diffusion must be DiffusionParams or a dict, got {type(diffusion).__name__}")
+        raise ParameterError(f"diffusion must be DiffusionParams or a dict, got {type(diffusion).__name__}",
+                             "diffusion")
     return replace(base, **{k: v for k, v in shared.items() if v is not None})
 
 
@@ -200,8 +203,8 @@ def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling
     need = len(prompt_tokens) + max_tokens
     limit = context.n_ctx if context is not None else (n_ctx or model.n_ctx_train)
     if len(prompt_tokens) >= limit:
-        raise ValueError(f"the prompt has {len(prompt_tokens)} tokens, which does not fit the context "
-                         f"of {limit} tokens")
+        raise ParameterError(f"the prompt has {len(prompt_tokens)} tokens, which does not fit the context "
+                             f"of {limit} tokens", "prompt")
     max_tokens = min(max_tokens, limit - len(prompt_tokens))
 
     def run() -> Iterator[Chunk]:  # the context is made on first use, freed when done

@@ -14,6 +14,7 @@ from enum import IntEnum
 import numpy as np
 
 from ..context import Context
+from ..errors import ParameterError
 from ..model import Model
 from ..sampling import (DiffusionResult, StepCallback, plan_block_schedule, run_diffusion,
                         validate_params)
@@ -55,7 +56,7 @@ def answer_tokens(model: Model, canvas_after_prompt: np.ndarray) -> tuple[list[i
 
 def plan_canvas(n_prompt: int, max_tokens: int, params: DiffusionParams, *, limit: int,
                 adjust: bool) -> tuple[int, DiffusionParams, list[str]]:
-    """Canvas length and final params for a request, or ValueError naming what does not fit.
+    """Canvas length and final params for a request, or ParameterError naming what does not fit.
 
     ``limit`` is the largest canvas the context allows (its n_ubatch). With ``adjust``, a
     canvas past the limit is cut to it, and block-schedule divisibility is restored by
@@ -63,11 +64,13 @@ def plan_canvas(n_prompt: int, max_tokens: int, params: DiffusionParams, *, limi
     """
     notes: list[str] = []
     if n_prompt >= limit:
-        raise ValueError(f"the prompt has {n_prompt} tokens, which leaves no room in a canvas of at most {limit}")
+        raise ParameterError(f"the prompt has {n_prompt} tokens, which leaves no room in a canvas of at most {limit}",
+                             "prompt")
     canvas = n_prompt + max_tokens
     if canvas > limit:
         if not adjust:
-            raise ValueError(f"max_tokens={max_tokens} makes a canvas of {canvas} tokens; the context allows {limit}")
+            raise ParameterError(f"max_tokens={max_tokens} makes a canvas of {canvas} tokens; the context allows "
+                                 f"{limit}", "max_tokens")
         notes.append(f"max_tokens lowered from {max_tokens} to {limit - n_prompt} to fit the context ({limit})")
         canvas = limit
     if params.schedule == Schedule.BLOCK_BASED:
@@ -75,8 +78,8 @@ def plan_canvas(n_prompt: int, max_tokens: int, params: DiffusionParams, *, limi
         if plan.canvas_length > limit:  # rounding up overflowed the context: round down instead
             down = limit // params.block_length * params.block_length
             if down <= n_prompt:
-                raise ValueError(f"block_length={params.block_length}: no multiple of it fits between the prompt "
-                                 f"({n_prompt} tokens) and the context ({limit})")
+                raise ParameterError(f"block_length={params.block_length}: no multiple of it fits between the "
+                                     f"prompt ({n_prompt} tokens) and the context ({limit})", "block_length")
             plan = plan_block_schedule(down, n_prompt, params.steps, params.block_length, adjust=True)
         canvas = plan.canvas_length
         if plan.steps != params.steps:

@@ -5,6 +5,7 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 
+from ..errors import ParameterError
 from ..sampling.params import SHARED, SHARED_PARAMS
 
 UINT32_MAX = 2**32 - 1
@@ -13,16 +14,16 @@ INT32_MAX = 2**31 - 1
 
 def check_number(name: str, value: object, *, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False, integer: bool = False) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is a finite number in range."""
+    """Raise ParameterError naming ``name`` unless ``value`` is a finite number in range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
+        raise ParameterError(f"{name} must be {kind}, got {value!r}", name)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ParameterError(f"{name} must be finite, got {value!r}", name)
     if lo is not None and (value <= lo if lo_open else value < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+        raise ParameterError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}", name)
     if hi is not None and value > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {value!r}")
+        raise ParameterError(f"{name} must be <= {hi}, got {value!r}", name)
 
 
 @dataclass(frozen=True)

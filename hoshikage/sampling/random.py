@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = ["LLAMA_DEFAULT_SEED", "MT19937Stream", "normalize_seed", "canonical_float",
            "canonical_double"]
 
@@ -34,10 +36,10 @@ def normalize_seed(seed: int) -> int:
     ``-1`` and ``0xFFFFFFFF`` are the same seed. Accepts ``[-2**31, 2**32)``.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise ParameterError(f"seed must be an integer, got {seed!r}", "seed")
     seed = int(seed)
     if not -(2**31) <= seed < 2**32:
-        raise ValueError(f"seed must be in [-2**31, 2**32), got {seed}")
+        raise ParameterError(f"seed must be in [-2**31, 2**32), got {seed}", "seed")
     return seed & 0xFFFFFFFF
 
 

@@ -2,7 +2,7 @@
 
 Mirrors ``calculate_transfer_count`` and ``get_num_transfer_tokens`` in
 examples/diffusion/diffusion.cpp, plus the block layout ``diffusion_generate`` uses, with
-argument checks that name the offending parameter.
+argument checks that name the offending parameter (ParameterError).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ParameterError
 from .params import DIFFUSION_PARAMS, SHARED, DiffusionParams
 
 __all__ = ["timestep_transfer_count", "get_num_transfer_tokens", "BlockPlan",
@@ -18,9 +19,9 @@ __all__ = ["timestep_transfer_count", "get_num_transfer_tokens", "BlockPlan",
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ParameterError(f"{name} must be an integer, got {value!r}", name)
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ParameterError(f"{name} must be >= {minimum}, got {value}", name)
     return int(value)
 
 
@@ -77,13 +78,13 @@ def plan_block_schedule(canvas_length: int, n_prompt: int, steps: int, block_len
     canvas_length = _check_int("canvas_length", canvas_length, 1)
     n_prompt = _check_int("n_prompt", n_prompt, 0)
     if n_prompt >= canvas_length:
-        raise ValueError(f"canvas_length ({canvas_length}) must exceed the prompt length "
-                         f"n_prompt ({n_prompt})")
+        raise ParameterError(f"canvas_length ({canvas_length}) must exceed the prompt length "
+                             f"n_prompt ({n_prompt})", "canvas_length")
     notes = []
     if canvas_length % block_length:
         if not adjust:
-            raise ValueError(f"canvas_length ({canvas_length}, prompt included) must be a "
-                             f"multiple of block_length ({block_length})")
+            raise ParameterError(f"canvas_length ({canvas_length}, prompt included) must be a "
+                                 f"multiple of block_length ({block_length})", "block_length")
         new = -(-canvas_length // block_length) * block_length
         notes.append(f"canvas_length {canvas_length} -> {new} (a multiple of block_length "
                      f"{block_length})")
@@ -91,8 +92,8 @@ def plan_block_schedule(canvas_length: int, n_prompt: int, steps: int, block_len
     num_blocks = canvas_length // block_length
     if steps % num_blocks:
         if not adjust:
-            raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks "
-                             f"({num_blocks} = {canvas_length} // block_length {block_length})")
+            raise ParameterError(f"steps ({steps}) must be a multiple of the number of blocks "
+                                 f"({num_blocks} = {canvas_length} // block_length {block_length})", "steps")
         new = -(-steps // num_blocks) * num_blocks
         notes.append(f"steps {steps} -> {new} (a multiple of the {num_blocks} blocks)")
         steps = new
@@ -103,17 +104,18 @@ def plan_block_schedule(canvas_length: int, n_prompt: int, steps: int, block_len
 
 
 def validate_params(params: DiffusionParams) -> None:
-    """Check every field of ``params``; raises ValueError naming the field and value."""
+    """Check every field of ``params``; raises ParameterError naming the field and value."""
     if not isinstance(params, DiffusionParams):
-        raise ValueError(f"params must be a DiffusionParams, got {type(params).__name__}")
+        raise ParameterError(f"params must be a DiffusionParams, got {type(params).__name__}", "params")
     for p in DIFFUSION_PARAMS:  # declared in params.py; schedule is checked before the fields it picks
         if p.only_with is None or p.only_with == params.schedule:
             p.check(getattr(params, p.name))
     for name in ("temperature", "top_p", "top_k"):  # declared with the sampling parameters
         SHARED[name].check(getattr(params, name))
     if not isinstance(params.add_gumbel_noise, (bool, np.bool_)):
-        raise ValueError(f"add_gumbel_noise must be a bool, got {params.add_gumbel_noise!r}")
+        raise ParameterError(f"add_gumbel_noise must be a bool, got {params.add_gumbel_noise!r}",
+                             "add_gumbel_noise")
     if not isinstance(params.corrected, (bool, np.bool_)):
-        raise ValueError(f"corrected must be a bool, got {params.corrected!r}")
+        raise ParameterError(f"corrected must be a bool, got {params.corrected!r}", "corrected")
     from .random import normalize_seed
     normalize_seed(params.seed)

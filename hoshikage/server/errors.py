@@ -2,11 +2,14 @@
 
 Codes are those of Hoshikage 1.0 (model_not_found, model_load_failed, inference_failed,
 processing_timeout, validation_error), plus server_busy (queue full or waited too long) and
-the authentication codes. Each code has one HTTP status.
+the authentication codes. ``CODES`` gives each code its usual HTTP status and its type; a few
+are sent with another status: validation_error is 422 when the request schema refuses a field
+and 400 when the library (or a server limit) refuses a value it accepted; inference_failed is
+500 for a registry write too; HTTP errors from Starlette keep their own status.
 """
 from __future__ import annotations
 
-import re
+import functools
 from typing import Any
 
 from fastapi import Request
@@ -17,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ParameterError
 from .param_fields import REQUEST_NAMES
 
-# code -> (HTTP status, OpenAI error type)
+# code -> (usual HTTP status, OpenAI error type); APIError(status=...) overrides the status
 CODES: dict[str, tuple[int, str]] = {
     "validation_error": (422, "invalid_request_error"),
     "invalid_request": (400, "invalid_request_error"),
@@ -65,27 +68,29 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
-# Words a library ValueError may use for a field -> the request field they mean.
-_PARAM_WORDS = {
-    "max_tokens": "max_tokens", "steps": "diffusion_steps", "block_length": "diffusion_block_length",
-    "eps": "diffusion_eps", "alg_temp": "diffusion_alg_temp", "cfg_scale": "diffusion_cfg_scale",
-    "algorithm": "diffusion_algorithm", "schedule": "diffusion_schedule", "temperature": "temperature",
-    "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
-    "repeat_last_n": "repeat_last_n", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty", "seed": "seed", "prompt": "prompt", "messages": "messages",
-    "stop": "stop",
-}
+@functools.cache
+def _request_fields() -> frozenset[str]:
+    """Every field a generation request has (the request schemas)."""
+    from .schemas import ChatCompletionRequest, CompletionRequest
+
+    return frozenset({*ChatCompletionRequest.model_fields, *CompletionRequest.model_fields})
 
 
-def from_value_error(exc: ValueError) -> APIError:
-    """A library ValueError (its message names the field) as a 400 validation error."""
-    message = str(exc)
-    if isinstance(exc, ParameterError):  # a declared parameter's library name -> its request field
-        return APIError("validation_error", message, param=REQUEST_NAMES.get(exc.param, exc.param), status=400)
-    hits = [(m.start(), field) for word, field in _PARAM_WORDS.items()
-            for m in [re.search(rf"(?<![\w-]){word}\b", message)] if m]
-    param = min(hits)[1] if hits else None
-    return APIError("validation_error", message, param=param, status=400)
+def request_field(param: str) -> str | None:
+    """The request field a ParameterError's ``param`` names: a declared parameter's library name
+    maps to its request field (``eps`` -> ``diffusion_eps``, param_fields.REQUEST_NAMES), any other
+    name is the field itself (``messages.0.content`` keeps its tail); None when the request has no
+    such field (a library-only argument such as ``canvas_length``)."""
+    head, sep, tail = param.partition(".")
+    field = REQUEST_NAMES.get(head, head)
+    return field + sep + tail if field in _request_fields() else None
+
+
+def from_value_error(exc: ValueError, fallback: str | None = None) -> APIError:
+    """A library ValueError as a 400 validation error. A ParameterError names its field; any
+    other ValueError is taken to be about ``fallback`` (what the caller was checking)."""
+    param = request_field(exc.param) if isinstance(exc, ParameterError) else fallback
+    return APIError("validation_error", str(exc), param=param, status=400)
 
 
 def _field(loc: tuple[Any, ...]) -> str:

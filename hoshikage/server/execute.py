@@ -175,8 +175,8 @@ class Runner:
         except TemplateBoundError as exc:
             raise APIError("validation_error", f"the chat template of {plan.entry.name} cannot render these "
                            f"messages: {exc}", param="messages", status=400) from exc
-        except ValueError as exc:
-            raise from_value_error(exc) from exc
+        except ValueError as exc:  # anything else refused here is about the prompt
+            raise from_value_error(exc, "messages" if plan.messages is not None else "prompt") from exc
 
     def _generate(self, job: Job, plan: Plan, model: Any, kind: str):
         limit = self.residency.max_tokens_in_context()

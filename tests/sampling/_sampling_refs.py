@@ -1,8 +1,8 @@
 """Builds the C++ reference harnesses in tests/sampling/native/ (skips when it cannot).
 
 They need g++ and, for the llama.cpp ones, a cached llama.cpp build (``build_llama.py``):
-the source tree under ``~/.cache/hoshikage/src`` and ``libllama.so`` under
-``~/.cache/hoshikage/build/*/bin``. Binaries are cached per source hash in a temp folder.
+``libllama.so`` under ``~/.cache/hoshikage/build/*/bin`` and the source tree its
+``hoshikage-build.json`` names (``source_dir``). Binaries are cached per source hash in a temp folder.
 """
 from __future__ import annotations
 
@@ -33,8 +33,20 @@ def require_gxx() -> str:
     return gxx
 
 
+def _source_of(build: Path) -> Path | None:
+    """The llama.cpp tree a build was made from: its manifest's ``source_dir``."""
+    try:
+        tree = Path(json.loads((build / "hoshikage-build.json").read_text())["source_dir"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return tree if (tree / "include/llama.h").exists() else None
+
+
 def llama_build() -> tuple[Path, Path]:
-    """(llama.cpp source tree, build folder holding bin/libllama.so), or skip."""
+    """(llama.cpp source tree, build folder holding bin/libllama.so) of one build, or skip.
+
+    The tree is the one the build's manifest names, so a harness is never compiled against a
+    different llama.cpp than the library it links (several sources may be cached)."""
     root = cache_root()
     builds = []
     current = root / "current.json"
@@ -44,12 +56,11 @@ def llama_build() -> tuple[Path, Path]:
         except (ValueError, KeyError):
             pass
     builds += [Path(p).parent.parent for p in sorted(glob.glob(str(root / "build/*/bin/libllama.so")))]
-    build = next((b for b in builds if (b / "bin/libllama.so").exists()
-                  and (b / "bin/libggml-base.so").exists()), None)
-    trees = sorted(glob.glob(str(root / "src/*/llama.cpp")))
-    if build is None or not trees:
-        pytest.skip(f"no cached llama.cpp build under {root} (run build_llama.py)")
-    return Path(trees[0]), build
+    for build in builds:
+        tree = _source_of(build)
+        if tree is not None and (build / "bin/libllama.so").exists() and (build / "bin/libggml-base.so").exists():
+            return tree, build
+    pytest.skip(f"no cached llama.cpp build with its source tree under {root} (run build_llama.py)")
 
 
 def _flags_for(build: Path, target: str) -> list[str]:
