@@ -59,7 +59,7 @@ class Batch:
 
 
 def make_batch(ids: Ids, rng: random.Random, batch: int, tasks: tuple[str, ...] = tuple(TASKS),
-               full_canvas_prob: float = 0.2, slack: int = 12) -> Batch:
+               full_canvas_prob: float = 0.15, slack: int = 10) -> Batch:
     """``batch`` samples, tasks drawn uniformly, one accepted answer drawn uniformly per item.
 
     With probability ``full_canvas_prob`` every sample's canvas is ``CANVAS`` (what ``-ub 96``

@@ -3,8 +3,8 @@
 Each task draws ``Item(prompt, answers)``: ``prompt`` is the user message, ``answers`` every
 accepted answer (the scorer compares the generated text, stripped, with this set).
 
-- (a) exact, one right answer: ``words`` (0-999 in English words), ``add`` (two 2-digit
-  numbers, carries included).
+- (a) exact, one right answer: ``words`` (0-99 in English words), ``add`` (a 2-digit plus a
+  1-digit number, carries included).
 - (b) under-determined, several valid answers whose characters must agree with each other:
   ``anagram`` (sorted letters -> any listed word made of exactly those letters), ``three``
   (three different items of a category, any order, optionally excluding one),
@@ -92,12 +92,12 @@ def number_words(n: int) -> str:
 
 
 def draw_words(rng: random.Random) -> Item:
-    n = rng.randrange(1000)
+    n = rng.randrange(100)
     return Item(f"{n} in words", (number_words(n),))
 
 
 def draw_add(rng: random.Random) -> Item:
-    a, b = rng.randrange(10, 100), rng.randrange(10, 100)
+    a, b = rng.randrange(10, 100), rng.randrange(1, 10)
     return Item(f"{a}+{b}=", (str(a + b),))
 
 

@@ -6,7 +6,8 @@
 Loss (LLaDA SFT): the prompt stays unmasked; each answer position (answer text and its
 end-of-generation padding up to the sample's canvas) is masked with probability
 t ~ U(eps, 1); cross-entropy over the masked positions weighted by 1/t, divided by the
-sample's answer length, averaged over the batch. ``dream`` trains with shifted logits: the
+sample's answer length, averaged over the batch. A stage with ``stratified_t`` draws the
+batch's t values one per 1/B slice of (eps, 1) (same marginal, much less variance). ``dream`` trains with shifted logits: the
 row at position i predicts token i + 1 (position p reads row p - 1), as llama.cpp decodes it.
 """
 from __future__ import annotations
@@ -23,16 +24,21 @@ import numpy as np
 # The recipes of the committed models: everything that determines them.
 RECIPES: dict[str, dict] = {
     "llada-tasks": {"arch": "llada", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 4,
-                    "n_ff": 256, "seed": 0, "steps": 1500, "batch": 32, "lr": 3e-3,
-                    "warmup": 100, "weight_decay": 0.01, "eps": 0.02},
+                    "n_ff": 256, "seed": 0, "steps": 2400, "stop_at": 1800, "batch": 32,
+                    "lr": 3e-3, "warmup": 100, "weight_decay": 0.01, "eps": 0.02,
+                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True}]},
     "dream-tasks": {"arch": "dream", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 2,
-                    "n_ff": 256, "seed": 0, "steps": 1500, "batch": 32, "lr": 3e-3,
-                    "warmup": 100, "weight_decay": 0.01, "eps": 0.02},
+                    "n_ff": 256, "seed": 0, "steps": 2400, "stop_at": 1800, "batch": 32,
+                    "lr": 3e-3, "warmup": 100, "weight_decay": 0.01, "eps": 0.02,
+                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True}]},
 }
 
 
 def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
-          save_every: int = 500) -> dict:
+          save_every: int = 500, init: str | None = None, start_stage: int = 0) -> dict:
+    """Run the recipe's stages (the first, then each of ``then``: a fresh optimizer and
+    schedule on the weights so far). ``init`` + ``start_stage`` resume at that stage from the
+    checkpoint that ended the previous one. Returns {"seconds", "steps"}."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -43,22 +49,33 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     r = dict(RECIPES[name])
     if steps is not None:
         r["steps"] = steps
+    stages = [{"steps": r["steps"], "lr": r["lr"], "warmup": r["warmup"], "stop_at": r.get("stop_at")}]
+    stages += list(r.get("then", ()))
+    run_len = [st.get("stop_at") or st["steps"] for st in stages]  # a stage may stop before its schedule ends
     ids = vocab_ids(r["arch"])
     cfg = Config(r["arch"], ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])
     shift = bool(cfg.spec.shift_logits is None or cfg.spec.shift_logits)  # dream: absent = true
-    params = {k: jnp.asarray(v) for k, v in init_params(cfg, r["seed"]).items()}
-    warmup = min(r["warmup"], r["steps"] // 5)
-    sched = optax.warmup_cosine_decay_schedule(0.0, r["lr"], warmup, r["steps"], r["lr"] * 0.05)
-    decay_mask = {k: v.ndim == 2 for k, v in params.items()}
-    opt = optax.chain(optax.clip_by_global_norm(1.0),
-                      optax.adamw(sched, b1=0.9, b2=0.98, weight_decay=r["weight_decay"], mask=decay_mask))
-    state = opt.init(params)
     mask_id, eps = ids.mask, r["eps"]
+    if init is None:
+        params = {k: jnp.asarray(v) for k, v in init_params(cfg, r["seed"]).items()}
+        done, hist, t_before = 0, [], 0.0
+    else:  # resume at stage start_stage from the checkpoint that ended the stage before
+        from .export import load_checkpoint
+        meta, arrays = load_checkpoint(init)
+        want = sum(run_len[:start_stage])
+        if meta["step"] != want:
+            raise ValueError(f"{init} is at step {meta['step']}; stage {start_stage} starts at {want}")
+        params = {k: jnp.asarray(v) for k, v in arrays.items()}
+        done, hist, t_before = want, [tuple(h) for h in meta["history"]], meta["train_seconds"]
+    decay_mask = {k: v.ndim == 2 for k, v in params.items()}
 
-    def loss_fn(p, tokens, lp, lt, key):
+    def loss_fn(p, tokens, lp, lt, key, stratified):
         k1, k2 = jax.random.split(key)
         B, T = tokens.shape
-        t = jax.random.uniform(k1, (B,), minval=eps, maxval=1.0)
+        u = jax.random.uniform(k1, (B,))
+        if stratified:  # one t per 1/B slice of (eps, 1), shuffled: the same U(eps, 1) marginal,
+            u = jax.random.permutation(k1, (jnp.arange(B) + u) / B)  # far less variance of 1/t
+        t = eps + (1.0 - eps) * u
         pos = jnp.arange(T)[None, :]
         ans = (pos >= lp[:, None]) & (pos < lt[:, None])
         masked = ans & (jax.random.uniform(k2, (B, T)) < t[:, None])
@@ -70,27 +87,41 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
         acc = jnp.sum((jnp.argmax(logits, -1) == tokens) * masked) / jnp.maximum(1, jnp.sum(masked))
         return jnp.mean(per), acc
 
-    @jax.jit
-    def step(p, s, tokens, lp, lt, key):
-        (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, tokens, lp, lt, key)
-        upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s, loss, acc
+    total = sum(run_len)
+    t0 = time.time()
+    for k in range(start_stage, len(stages)):
+        st = stages[k]
+        warmup = min(st["warmup"], st["steps"] // 5)
+        sched = optax.warmup_cosine_decay_schedule(0.0, st["lr"], warmup, st["steps"], st["lr"] * 0.05)
+        opt = optax.chain(optax.clip_by_global_norm(1.0),
+                          optax.adamw(sched, b1=0.9, b2=0.98, weight_decay=r["weight_decay"], mask=decay_mask))
+        state = opt.init(params)
 
-    rng = random.Random(f"train:{name}:{r['seed']}")
-    key = jax.random.PRNGKey(r["seed"])
-    t0, hist = time.time(), []
-    for i in range(1, r["steps"] + 1):
-        b = make_batch(ids, rng, r["batch"])
-        key, sub = jax.random.split(key)
-        params, state, loss, acc = step(params, state, b.tokens, b.prompt_len, b.length, sub)
-        if i % log_every == 0 or i == r["steps"]:
-            loss, acc = float(loss), float(acc)
-            hist.append((i, loss, acc))
-            print(f"{name} step {i}/{r['steps']} loss {loss:.4f} masked-acc {acc:.4f} "
-                  f"{time.time() - t0:.0f}s", flush=True)
-        if i % save_every == 0 or i == r["steps"]:
-            _save(out, name, r, cfg, params, time.time() - t0, i, hist)
-    return {"seconds": time.time() - t0, "steps": r["steps"]}
+        strat = bool(st.get("stratified_t", False))
+
+        @jax.jit
+        def step(p, s, tokens, lp, lt, key, opt=opt, strat=strat):
+            (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, tokens, lp, lt, key, strat)
+            upd, s = opt.update(g, s, p)
+            return optax.apply_updates(p, upd), s, loss, acc
+
+        # stage 0 keeps the streams of the single-stage recipe; later stages get their own
+        rng = random.Random(f"train:{name}:{r['seed']}" + (f":stage{k}" if k else ""))
+        key = jax.random.PRNGKey(r["seed"] + 1000 * k)
+        for i in range(1, run_len[k] + 1):
+            b = make_batch(ids, rng, st.get("batch", r["batch"]))
+            key, sub = jax.random.split(key)
+            params, state, loss, acc = step(params, state, b.tokens, b.prompt_len, b.length, sub)
+            g = done + i
+            if i % log_every == 0 or i == run_len[k]:
+                loss, acc = float(loss), float(acc)
+                hist.append((g, loss, acc))
+                print(f"{name} stage {k} step {g}/{total} loss {loss:.4f} masked-acc {acc:.4f} "
+                      f"{time.time() - t0:.0f}s", flush=True)
+            if i % save_every == 0 or i == run_len[k]:
+                _save(out, name, r, cfg, params, t_before + time.time() - t0, g, hist)
+        done += run_len[k]
+    return {"seconds": t_before + time.time() - t0, "steps": total}
 
 
 def _save(out, name, recipe, cfg, params, seconds, step, hist) -> None:
@@ -109,8 +140,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="checkpoint .npz (rewritten every --save-every steps)")
     ap.add_argument("--steps", type=int, help="override the recipe's step count")
     ap.add_argument("--save-every", type=int, default=500)
+    ap.add_argument("--init", help="resume from this checkpoint (the end of the stage before --start-stage)")
+    ap.add_argument("--start-stage", type=int, default=0)
     a = ap.parse_args(argv)
-    print(json.dumps(train(a.name, a.out, a.steps, save_every=a.save_every)))
+    print(json.dumps(train(a.name, a.out, a.steps, save_every=a.save_every, init=a.init,
+                           start_stage=a.start_stage)))
     return 0
 
 

@@ -39,9 +39,11 @@ class Config:
         return f"s{steps} {sched} {self.algorithm}{' corrected' if self.corrected else ''}"
 
 
-def grid(full: bool, quick: bool) -> list[Config]:
+def grid(full: bool, quick: bool, table: bool = False) -> list[Config]:
     fracs = (1.0, 0.5, 0.25, 0.125)
     both = ("hoshikage", "llama-diffusion-cli")
+    if table:  # the accuracy table: default steps and 1/8 of them, both tools
+        return [Config(1.0, tools=both), Config(0.125, tools=both)]
     if quick:
         return [Config(1.0, tools=both), Config(0.125, tools=both), Config(1.0, corrected=True)]
     out = [Config(f, tools=both if f in (1.0, 0.125) else ("hoshikage",)) for f in fracs]
@@ -108,8 +110,8 @@ def run(args) -> dict:
     cli = None if args.no_cli else llama_tool("llama-diffusion-cli")
     if not args.no_cli and cli is None:
         print("note: llama-diffusion-cli is not built (python build_llama.py); Hoshikage only", file=sys.stderr)
-    configs = grid(args.full, args.quick)
-    n = 10 if args.quick and args.n is None else (30 if args.n is None else args.n)
+    configs = grid(args.full, args.quick, args.table)
+    n = 10 if args.quick and args.n is None else (20 if args.n is None else args.n)
     results = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "threads": args.threads},
                "prompts_per_task": n, "models": {}}
     for m in models:
@@ -183,7 +185,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.eval", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 prompts per task, 3 configurations")
     ap.add_argument("--full", action="store_true", help="the whole grid (every algorithm x schedule x mode)")
-    ap.add_argument("--n", type=int, help="prompts per task (default 30, --quick 10; 0 = all)")
+    ap.add_argument("--table", action="store_true",
+                    help="only the default steps and 1/8 of them, both tools (with --n 0: the accuracy table)")
+    ap.add_argument("--n", type=int, help="prompts per task (default 20, --quick 10; 0 = all)")
     ap.add_argument("--model", action="append", help="only this model (repeatable)")
     ap.add_argument("--models-json", default=str(MODELS_JSON))
     ap.add_argument("--no-cli", action="store_true", help="skip llama-diffusion-cli")

@@ -6,6 +6,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from ..trained import TRAINED_MODELS  # a trained model's example is a task prompt it answers
+
 EXAMPLE_PROMPT = "Say hello in one sentence."
 EXAMPLE_MAX_TOKENS = 64
 
@@ -32,7 +34,8 @@ def curl_lines(host: str, port: int, entries: Mapping[str, Any], api_key_set: bo
     lines = []
     for name in sorted(entries):
         limit = getattr(entries[name], "max_tokens", None) or EXAMPLE_MAX_TOKENS
-        body = {"model": name, "messages": [{"role": "user", "content": EXAMPLE_PROMPT}],
+        prompt = TRAINED_MODELS[name].example_prompt if name in TRAINED_MODELS else EXAMPLE_PROMPT
+        body = {"model": name, "messages": [{"role": "user", "content": prompt}],
                 "max_tokens": min(limit, EXAMPLE_MAX_TOKENS)}
         lines.append(f"curl -s {url} -H 'Content-Type: application/json'{auth} "
                      f"-d {shlex.quote(json.dumps(body, ensure_ascii=True))}")

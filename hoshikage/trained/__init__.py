@@ -1,7 +1,7 @@
 """Small diffusion models trained on Hoshikage's synthetic tasks (committed, about 2 MB each).
 
 Unlike ``hoshikage.testing``'s random-weight models these have learned something, but only
-their tasks (``training/tasks.py``): number to words (0-999), two-digit addition, anagrams
+their tasks (``training/tasks.py``): number to words (0-99), 2-digit + 1-digit addition, anagrams
 of a listed word, three different items of a category, and anagrams after few-shot
 examples. They know nothing else. How they were made: docs/trained-models.md.
 
@@ -26,6 +26,7 @@ class TrainedModel:
     file: str
     cli_args: tuple[str, ...]   # the defaults: -ub (canvas, prompt included), steps, schedule, ...
     diffusion: dict             # the same defaults as hoshikage DiffusionParams fields
+    example_prompt: str = "47 in words"  # a prompt it answers (printed by `hoshikage serve`)
     canvas: int = 96
 
     @property
@@ -41,9 +42,9 @@ TRAINED_MODELS: dict[str, TrainedModel] = {
         {"steps": 96, "schedule": 1, "block_length": 32, "algorithm": 4}),
     "dream-tasks": TrainedModel(
         "dream-tasks", "dream", "dream-tasks.gguf",
-        ("-ub", "96", "--diffusion-steps", "64", "--diffusion-eps", "0.001",
+        ("-ub", "96", "--diffusion-steps", "48", "--diffusion-eps", "0.001",
          "--diffusion-algorithm", "4", "--temp", "0", "--top-k", "0", "--top-p", "1.0", "--seed", "0"),
-        {"steps": 64, "schedule": 0, "eps": 0.001, "algorithm": 4}),
+        {"steps": 48, "schedule": 0, "eps": 0.001, "algorithm": 4}, "unscramble aelst"),
 }
 
 
