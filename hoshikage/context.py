@@ -21,6 +21,11 @@ from .errors import ClosedError, ContextError, check_decode
 from .model import Model
 
 
+# Prompts are decoded in chunks aligned to multiples of this many positions, so that a cached
+# prefix can be reused bit-exactly (see Context.reuse_prefix).
+PROMPT_CHUNK = 64
+
+
 def default_threads() -> int:
     """CPUs this process may run on."""
     try:
@@ -95,6 +100,11 @@ class Context:
         self.n_threads = n_threads
         self.n_threads_batch = n_threads_batch
         self.n_past = 0
+        # The tokens whose KV is cached at positions 0..n_past-1, or None when unknown (a decode
+        # at explicit positions); reuse_prefix() trusts it only when known. _aligned: how many of
+        # them were decoded as whole PROMPT_CHUNK-aligned chunks by decode_prompt (reusable).
+        self._history: list[int] | None = []
+        self._aligned = 0
         self._n_outputs = 0
         self._causal = True
         self.embeddings = bool(embeddings)
@@ -181,6 +191,59 @@ class Context:
         if mem != _ffi.NULL:
             self._lib.llama_memory_clear(mem, True)
         self.n_past = 0
+        self._history = []
+        self._aligned = 0
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens the KV cache holds (positions 0..n_past-1); [] when unknown or empty."""
+        return list(self._history or [])
+
+    def reuse_prefix(self, tokens: Sequence[int]) -> int:
+        """Keep the KV of the longest prefix of ``tokens`` the cache holds *as decode_prompt left
+        it* (whole aligned chunks), drop the rest, and return its length: ``decode_prompt(tokens[n:])``
+        next. At most ``len(tokens) - 1`` is kept, so the last token's logits are fresh.
+
+        Only whole ``PROMPT_CHUNK``-aligned chunks are kept because llama.cpp's arithmetic
+        depends on how many rows a batch holds: a position computed in another batch shape
+        (a generated token decoded alone, a shorter last chunk) would give other K/V bits. Each
+        kept chunk was computed exactly as an uncached decode_prompt computes it, so the answer
+        is bit-identical to an uncached run. 0 (memory cleared) for a model without KV memory,
+        an unknown cache, or nothing reusable in common."""
+        mem = self._lib.llama_get_memory(self.ptr)
+        history = self._history
+        n = 0
+        if mem != _ffi.NULL and history and not self.model.is_diffusion and len(tokens) > 1:
+            limit = min(len(history), len(tokens) - 1, self._aligned)
+            same = np.asarray(history[:limit]) == np.asarray(tokens[:limit], dtype=np.int64)
+            n = int(limit if same.all() else np.argmin(same))
+            n -= n % self.prompt_chunk
+        if n == 0 or not self._lib.llama_memory_seq_rm(mem, 0, n, -1):
+            self.clear_memory()
+            return 0
+        self.n_past, self._history, self._aligned = n, history[:n], n
+        return n
+
+    @property
+    def prompt_chunk(self) -> int:
+        return min(PROMPT_CHUNK, self._batch_capacity)
+
+    def decode_prompt(self, tokens: Sequence[int]) -> int:
+        """Decode ``tokens`` after the cache (which must end on a chunk boundary, as after
+        clear_memory or reuse_prefix) in chunks aligned to multiples of ``prompt_chunk``
+        positions, logits for the last token only; returns its logits rows (1)."""
+        chunk = self.prompt_chunk
+        if self.n_past % chunk:
+            raise ValueError(f"decode_prompt must start on a chunk boundary; the cache holds {self.n_past} "
+                             f"tokens (not a multiple of {chunk}): call reuse_prefix or clear_memory first")
+        tokens = list(tokens)
+        produced = 0
+        for lo in range(0, len(tokens), chunk):
+            piece = tokens[lo:lo + chunk]
+            produced = self.decode(piece, logits="last" if lo + chunk >= len(tokens) else "none")
+            if len(piece) == chunk and self._aligned == self.n_past - chunk:
+                self._aligned = self.n_past
+        return produced
 
     # -- decode ----------------------------------------------------------------------------
 
@@ -208,9 +271,13 @@ class Context:
             raise ValueError(f"{n} tokens at position {start} exceed the context (n_ctx={self.n_ctx})")
         cap = self._batch_capacity
         produced = 0
+        history, self._history = self._history, None  # unknown until the decode has succeeded
         for lo in range(0, n, cap):
             hi = min(n, lo + cap)
             produced = self._decode_chunk(toks[lo:hi], want[lo:hi], start + lo)
+        if history is not None and start == len(history):  # else positions were overwritten or skipped
+            history.extend(int(t) for t in toks)
+            self._history = history
         self.n_past = start + n
         self._n_outputs = produced
         return produced
@@ -223,7 +290,11 @@ class Context:
             raise ValueError(f"1 tokens at position {self.n_past} exceed the context (n_ctx={self.n_ctx})")
         b = self._batch
         b.token[0], b.pos[0], b.logits[0], b.n_tokens = token, self.n_past, 1, 1
+        history, self._history = self._history, None  # unknown until the decode has succeeded
         check_decode(int(self._lib.llama_decode(self.ptr, b)))
+        if history is not None and self.n_past == len(history):
+            history.append(token)
+            self._history = history
         self.n_past += 1
         self._n_outputs = 1
         return 1

@@ -80,14 +80,15 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
                           grammar: Grammar | None = None) -> Iterator[Chunk]:
     """Yield text deltas as tokens are generated; the last chunk carries the Completion.
 
-    ``ctx`` must be fresh or cleared; prompt + max_tokens must fit ``ctx.n_ctx`` (checked
-    by the caller). ``should_stop`` is polled before each token; true cancels. ``grammar``
+    prompt + max_tokens must fit ``ctx.n_ctx`` (checked by the caller). The KV of the longest
+    prefix ``ctx`` already holds is reused (``Context.reuse_prefix``: a chat's next turn decodes
+    only what is new); ``Completion.cached_prompt_tokens`` says how many. ``should_stop`` is polled before each token; true cancels. ``grammar``
     constrains every token (see ``grammar_sampler``); GrammarError if it reaches a dead end.
     """
     t0 = time.perf_counter()
-    ctx.clear_memory()
+    cached = ctx.reuse_prefix(prompt_tokens)
     ctx.set_causal_attn(True)
-    ctx.decode(prompt_tokens, logits="last")
+    ctx.decode_prompt(prompt_tokens[cached:])
     t_prompt = time.perf_counter() - t0
     text = TextStream(stop)
     tokens: list[int] = []
@@ -123,5 +124,6 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
     timings = Timings(prompt_seconds=t_prompt, generation_seconds=time.perf_counter() - t0 - t_prompt,
                       first_token_seconds=first_token_at)
     completion = Completion(text=text.text, tokens=tokens, prompt_tokens=len(prompt_tokens),
+                            cached_prompt_tokens=cached,
                             finish_reason=finish, kind="autoregressive", timings=timings, params=params)
     yield Chunk(tail, [], finish, completion)

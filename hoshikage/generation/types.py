@@ -50,6 +50,8 @@ class Completion:
     notes:         adjustments made to the request (e.g. steps rounded up), for the user.
     tool_calls:    calls parsed out of the answer when tools were given (``text`` is then the
                    rest of the answer); finish_reason stays what ended the generation.
+    cached_prompt_tokens: prompt tokens whose KV a reused context already held (not decoded
+                   again; autoregressive only).
     """
 
     text: str
@@ -62,6 +64,7 @@ class Completion:
     canvas_text: str | None = None
     notes: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    cached_prompt_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:

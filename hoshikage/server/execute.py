@@ -208,6 +208,8 @@ class Runner:
             context = self.residency.context(kind, tokens)
         except (ContextError, ValueError) as exc:
             raise APIError("inference_failed", f"could not create a context of {tokens} tokens: {exc}") from exc
+        if not self.settings.prompt_cache:
+            context.clear_memory()  # PROMPT_CACHE off: nothing of an earlier request is reused
         deadline = time.monotonic() + timeout
 
         def should_stop() -> bool:

@@ -42,7 +42,7 @@ class Formatter:
             out = self._base("text_completion")
             out["choices"] = [{"index": 0, "text": completion.text, "logprobs": None,
                                "finish_reason": finish(completion)}]
-        out["usage"] = completion.usage
+        out["usage"] = usage(completion)
         out["hoshikage"] = extension(completion, extra)
         return out
 
@@ -69,8 +69,17 @@ class Formatter:
     def usage_chunk(self, completion: Completion) -> dict[str, Any]:
         out = self._base("chat.completion.chunk" if self.chat else "text_completion")
         out["choices"] = []
-        out["usage"] = completion.usage
+        out["usage"] = usage(completion)
         return out
+
+
+def usage(completion: Completion) -> dict[str, Any]:
+    """OpenAI's usage, with ``prompt_tokens_details.cached_tokens`` for autoregressive models
+    (prompt tokens the prompt cache did not decode again)."""
+    out: dict[str, Any] = dict(completion.usage)
+    if completion.kind == "autoregressive":
+        out["prompt_tokens_details"] = {"cached_tokens": completion.cached_prompt_tokens}
+    return out
 
 
 def finish(completion: Completion) -> str:

@@ -105,6 +105,10 @@ class Settings(_Declared):
                        "buckets up to this.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all, 0 = CPU only).")
     n_threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all available.")
+    prompt_cache: bool = Field(True, description="Keep an autoregressive model's KV cache between requests "
+                               "and decode only what is new after the longest common prefix (whole 64-token "
+                               "chunks), as llama-server's cache_prompt does; answers are bit-identical to "
+                               "an uncached run. Freed with the model on idle unload.")
 
     # --- diffusion bounds (the defaults are declared above; per model in the registry) -----
     max_diffusion_steps: int = Field(1024, ge=1, description="Most denoising steps one request may ask for "
