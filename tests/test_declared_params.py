@@ -163,3 +163,14 @@ def test_make_plan_merges_settings_entry_and_request_by_the_declared_names(tmp_p
                               "alg_temp": 0.0, "cfg_scale": 0.0}
     assert plan.sampling == {"temperature": 0.3, "top_p": 0.8, "top_k": 5, "repeat_penalty": 1.0,
                              "repeat_last_n": 64}
+
+
+def test_env_example_shows_each_declared_setting_with_its_default_and_help():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    flat = " ".join(line.removeprefix("# ") for line in text.splitlines())
+    for p in (q for q in ALL if q.setting):
+        default = int(p.server_default) if isinstance(p.server_default, int) else p.server_default
+        assert f"# {p.setting.upper()}={default}\n" in text
+        assert f"{p.help} ({p.range_text()})" in flat, p.setting
