@@ -29,8 +29,6 @@ __all__ = ["generate", "prepare_prompt", "Completion", "Chunk", "Timings", "Samp
 # (step, total_steps, canvas int32 [canvas]) -> False to cancel
 StepCallback = Callable[[int, int, np.ndarray], "bool | None"]
 
-_SHARED = ("temperature", "top_k", "top_p", "seed")
-
 
 def prepare_prompt(model: Model, prompt: str | None = None,
                    messages: Sequence[ChatMessage | dict] | None = None,

@@ -19,10 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS
-from .param_fields import defaults_fields, parse_enum, request_fields, request_values
+from .param_fields import defaults_fields, request_fields, request_values
 from .text_rules import MODEL_NAME_MAX, model_name_problem, surrogate_problem
 
-__all__ = ["parse_enum"]  # re-exported: it moved to param_fields
 MAX_STOP = 16  # stop strings per request (or per model)
 # Each stop string's length: the text stream holds back up to this much of the answer and
 # compares every suffix with it per token, so the cost per token grows with its square.
