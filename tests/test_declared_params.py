@@ -174,3 +174,32 @@ def test_env_example_shows_each_declared_setting_with_its_default_and_help():
         default = int(p.server_default) if isinstance(p.server_default, int) else p.server_default
         assert f"# {p.setting.upper()}={default}\n" in text
         assert f"{p.help} ({p.range_text()})" in flat, p.setting
+
+
+@pytest.mark.parametrize("text, expected", [("block", 1), ("BLOCK_BASED", 1), ("timestep", 0), ("1", 1), (0, 0)])
+def test_an_enum_takes_the_same_names_everywhere(text, expected):
+    assert ChatCompletionRequest.model_validate({**CHAT, "diffusion_schedule": text}).diffusion_schedule == expected
+    assert Settings(diffusion_schedule=text).diffusion_schedule == expected
+    assert DiffusionDefaults(schedule=text).schedule == expected
+    for where in (lambda v: ChatCompletionRequest.model_validate({**CHAT, "diffusion_schedule": v}),
+                  lambda v: Settings(diffusion_schedule=v), lambda v: DiffusionDefaults(schedule=v)):
+        with pytest.raises(ValidationError):
+            where("cosine")
+
+
+def test_generate_reads_the_algorithm_by_the_declared_names():
+    from hoshikage.cli.generate import _diffusion_options
+
+    args = _parser().parse_args(["generate", "-m", "x", "-p", "y", "--diffusion-algorithm", "entropy-based",
+                                 "--diffusion-eps", "0.01"])
+    assert _diffusion_options(args)["algorithm"] == 1
+    args.diffusion_algorithm = "FASTEST"
+    with pytest.raises(ValueError, match="--diffusion-algorithm"):
+        _diffusion_options(args)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1.5, True, "FASTEST", 9])
+def test_a_bad_enum_value_is_a_validation_error(value):
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate({**CHAT, "diffusion_algorithm": value})
+    assert info.value.errors()[0]["loc"] == ("diffusion_algorithm",)

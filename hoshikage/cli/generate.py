@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS
+from ..sampling.params import DIFFUSION, DIFFUSION_PARAMS, SHARED_PARAMS
 from .param_flags import add_flags
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
@@ -60,12 +60,7 @@ def _diffusion_options(args: argparse.Namespace) -> dict[str, Any]:
     if (args.diffusion_eps == 0) == (args.diffusion_block_length == 0):
         raise ValueError("give exactly one of --diffusion-eps (timestep schedule) or --diffusion-block-length "
                          f"(block schedule); got eps={args.diffusion_eps}, block_length={args.diffusion_block_length}")
-    alg = args.diffusion_algorithm
-    try:
-        algorithm = Algorithm(int(alg)) if str(alg).isdigit() else Algorithm[str(alg).upper()]
-    except (KeyError, ValueError):
-        names = ", ".join(f"{a.value} {a.name}" for a in Algorithm)
-        raise ValueError(f"--diffusion-algorithm: unknown algorithm {alg!r} (one of: {names})") from None
+    algorithm = Algorithm(DIFFUSION["algorithm"].member(args.diffusion_algorithm, "--diffusion-algorithm"))
     block = args.diffusion_block_length != 0
     return {
         "steps": args.diffusion_steps, "algorithm": algorithm,

@@ -32,6 +32,7 @@ class Param:
     setting_default: the setting's default when it differs from the library's.
     flags:           command-line flags (``hoshikage add`` / ``hoshikage generate``).
     only_with:       a schedule: the library checks the value only when that schedule uses it.
+    aliases:         more names of an enum's members (("BLOCK", Schedule.BLOCK_BASED), ...).
     autoregressive_only: ignored for a diffusion model.
     """
 
@@ -49,6 +50,7 @@ class Param:
     flags: tuple[str, ...] = ()
     only_with: Any = None
     autoregressive_only: bool = False
+    aliases: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_enum(self) -> bool:
@@ -99,6 +101,25 @@ class Param:
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
             return False
         return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def member(self, value: Any, field: str | None = None) -> int:
+        """An enum parameter's value from its number (or digits) or its case-insensitive name or
+        alias; ParameterError naming ``field`` (default: the parameter) otherwise."""
+        field = field or self.name
+        if isinstance(value, bool):
+            raise ParameterError(f"{field} must be a number or a name, got {value!r}", self.name)
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+            if isinstance(value, float) and not value.is_integer():  # 1.5, inf, nan
+                raise ParameterError(f"{field} must be a whole number, got {value!r}", self.name)
+            number = int(value)
+            if number in {m.value for m in self.kind}:
+                return number
+        elif isinstance(value, str):
+            key = value.strip().upper().replace("-", "_")
+            names = {m.name: m.value for m in self.kind} | {k: int(v) for k, v in self.aliases}
+            if key in names:
+                return names[key]
+        raise ParameterError(f"{field}: unknown value {value!r} ({self.range_text()})", self.name)
 
     def _check_member(self, value: Any) -> Any:
         if not isinstance(value, bool) and isinstance(value, numbers.Integral):

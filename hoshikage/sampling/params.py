@@ -73,7 +73,8 @@ DIFFUSION_PARAMS: tuple[Param, ...] = (
     _diffusion("algorithm", Algorithm, Algorithm.CONFIDENCE_BASED, "Which masked positions are unmasked first "
                "(a number or a name)."),
     _diffusion("schedule", Schedule, Schedule.TIMESTEP_BASED, "How many positions each step unmasks: "
-               "TIMESTEP_BASED uses eps, BLOCK_BASED the block length (a number or a name)."),
+               "TIMESTEP_BASED uses eps, BLOCK_BASED the block length (a number or a name).",
+               aliases=(("TIMESTEP", Schedule.TIMESTEP_BASED), ("BLOCK", Schedule.BLOCK_BASED))),
     _diffusion("eps", float, 1e-3, "Timestep schedule's end point.", lo=0, hi=1, lo_open=True, hi_open=True,
                only_with=Schedule.TIMESTEP_BASED),
     _diffusion("block_length", int, 32, "Block schedule's block length in tokens.", lo=1,

@@ -13,43 +13,19 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 
 from ..sampling.declared import Param
-from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS, Schedule
+from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS
 
-SCHEDULE_ALIASES = {"TIMESTEP": Schedule.TIMESTEP_BASED, "BLOCK": Schedule.BLOCK_BASED}
 # library name -> request field ("eps" -> "diffusion_eps"), for errors the library reports
 REQUEST_NAMES = {p.name: p.request for p in (*SHARED_PARAMS, *DIFFUSION_PARAMS) if p.request}
-
-
-def parse_enum(enum: type, value: Any, field: str, aliases: dict[str, Any] | None = None) -> int:
-    """An IntEnum member's value from its number or (case-insensitive) name; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{field} must be a number or a name, got {value!r}")
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-        number = int(value)
-        if isinstance(value, float) and value != number:
-            raise ValueError(f"{field} must be a whole number, got {value!r}")
-        try:
-            return int(enum(number))
-        except ValueError:
-            pass
-    elif isinstance(value, str):
-        key = value.strip().upper().replace("-", "_")
-        if key in enum.__members__:
-            return int(enum[key])
-        if aliases and key in aliases:
-            return int(aliases[key])
-    names = ", ".join(f"{m.value} {m.name}" for m in enum)
-    raise ValueError(f"{field}: unknown value {value!r} (one of: {names})")
 
 
 def _type(p: Param, field: str, optional: bool) -> Any:
     """The pydantic type of ``p`` under the name ``field``: enums take a number or a name."""
     if not p.is_enum:
         return p.kind | None if optional else p.kind
-    aliases = SCHEDULE_ALIASES if p.kind is Schedule else None
 
     def member(value: Any) -> Any:
-        return None if value is None else parse_enum(p.kind, value, field, aliases)
+        return None if value is None else p.member(value, field)
 
     return Annotated[int | None if optional else int, BeforeValidator(member)]
 
