@@ -1,4 +1,4 @@
-"""Chat messages and the jinja2 renderer of chat templates, bounded in time and size.
+"""The jinja2 renderer of chat templates, bounded in time and size (messages: chat_messages.py).
 
 The jinja environment follows Hugging Face's (and llama.cpp's jinja path): sandboxed,
 ``trim_blocks`` and ``lstrip_blocks`` on, with ``raise_exception`` and ``strftime_now``. It is
@@ -26,54 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-ROLES = ("system", "user", "assistant", "tool", "developer")
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str
-    content: str
-
-
-def _content_text(content: Any, index: int) -> str:
-    """OpenAI content: a string, or a list of {"type": "text", "text": ...} parts."""
-    if isinstance(content, str):
-        return content
-    if content is None:
-        return ""
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            else:
-                raise ValueError(f"messages[{index}].content: only text parts are supported, got {part!r:.80}")
-        return "".join(parts)
-    raise ValueError(f"messages[{index}].content must be a string or a list of text parts, "
-                     f"got {type(content).__name__}")
-
-
-def normalize_messages(messages: Sequence[ChatMessage | dict]) -> list[ChatMessage]:
-    """Validate chat messages; raise ValueError naming the bad message and field."""
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise ValueError("messages must be a list of {role, content} objects")
-    if not messages:
-        raise ValueError("messages must not be empty")
-    out = []
-    for i, m in enumerate(messages):
-        if isinstance(m, ChatMessage):
-            role, content = m.role, m.content
-        elif isinstance(m, dict):
-            if "role" not in m:
-                raise ValueError(f"messages[{i}].role is missing")
-            role, content = m["role"], m.get("content")
-        else:
-            raise ValueError(f"messages[{i}] must be an object with role and content, got {type(m).__name__}")
-        if role not in ROLES:
-            raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}")
-        out.append(ChatMessage(role, _content_text(content, i)))
-    return out
-
+from .chat_messages import ROLES, ChatMessage, normalize_messages  # noqa: F401 - re-exported
 
 
 # -- the bounds ------------------------------------------------------------------------------
