@@ -11,8 +11,6 @@ every token id are checked before llama.cpp sees anything; errors name ``input``
 from __future__ import annotations
 
 import base64
-import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,15 +19,12 @@ import numpy as np
 from ..embeddings import check_can_embed, embed_tokens, embedding_width, prepare_inputs
 from ..errors import ContextError, GenerationCancelled, HoshikageError
 from .errors import APIError
-from .execute import load_model
+from .job_runner import JobRunner, deadline_stop
 from .registry import ModelEntry
 from .residency import Residency
 from .schemas import EmbeddingRequest
 from .settings import Settings
 from .worker import Job
-
-log = logging.getLogger("hoshikage.server")
-request_log = logging.getLogger("hoshikage.server.requests")
 
 
 @dataclass
@@ -59,47 +54,25 @@ def check_total(n_tokens: int, settings: Settings) -> None:
                        f"{settings.embedding_max_tokens} per request", param="input", status=400)
 
 
-class EmbeddingRunner:
+class EmbeddingRunner(JobRunner):
     """Runs an EmbeddingPlan's Job on the worker thread; emits ("done", response body)."""
 
-    def __init__(self, settings: Settings, residency: Residency, counters: dict[str, int]):
-        self.settings = settings
-        self.residency = residency
-        self.counters = counters
+    what = "embedding"
 
-    def run(self, job: Job) -> None:
-        plan: EmbeddingPlan = job.plan
-        t0 = time.perf_counter()
-        try:
-            model = load_model(self.residency, plan.entry)
-            try:
-                vectors, n_tokens = self._embed(job, plan, model)
-            except APIError:
-                raise
-            except Exception as exc:  # a bug or a native failure: this request fails, the server goes on
-                log.exception("job %d (%s) failed", job.id, plan.entry.name)
-                raise APIError("inference_failed", f"embedding failed: {type(exc).__name__}: {exc}") from exc
-        except APIError as exc:
-            key = {"processing_timeout": "timed_out", "shutting_down": "cancelled"}.get(exc.code, "failed")
-            self._count(key)
-            request_log.info("model=%s kind=embedding error=%s time=%.2fs", plan.entry.name, exc.code,
-                             time.perf_counter() - t0)
-            raise
-        finally:
-            self.residency.touch()
-        if vectors is None:  # the client went away
-            self._count("cancelled")
-            request_log.info("model=%s kind=embedding cancelled=%s time=%.2fs", plan.entry.name,
-                             job.cancel_reason, time.perf_counter() - t0)
-            return
-        self._count("completed")
-        elapsed = time.perf_counter() - t0
-        request_log.info("model=%s kind=embedding inputs=%d prompt_tokens=%d time=%.2fs", plan.entry.name,
-                         len(vectors), n_tokens, elapsed)
-        job.emit("done", embedding_response(plan, vectors, n_tokens, elapsed))
+    def kind_of(self, model: Any) -> str:
+        return "embedding"
 
-    def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
+    def execute(self, job: Job, model: Any, kind: str) -> tuple[np.ndarray, int] | None:
+        vectors, n_tokens = self._embed(job, job.plan, model)
+        return None if vectors is None else (vectors, n_tokens)
+
+    def summary(self, result: tuple[np.ndarray, int], elapsed: float) -> str:
+        vectors, n_tokens = result
+        return f"inputs={len(vectors)} prompt_tokens={n_tokens} time={elapsed:.2f}s"
+
+    def response(self, job: Job, result: tuple[np.ndarray, int], elapsed: float) -> dict[str, Any]:
+        vectors, n_tokens = result
+        return embedding_response(job.plan, vectors, n_tokens, elapsed)
 
     def _embed(self, job: Job, plan: EmbeddingPlan, model: Any) -> tuple[np.ndarray | None, int]:
         name = plan.entry.name
@@ -135,15 +108,7 @@ class EmbeddingRunner:
             raise APIError("inference_failed", f"could not create an embeddings context of {longest} tokens: "
                            f"{exc}") from exc
         timeout = self.settings.request_timeout
-        deadline = time.monotonic() + timeout
-
-        def should_stop() -> bool:
-            if job.cancelled.is_set():
-                return True
-            if time.monotonic() > deadline:
-                job.cancel("timeout")
-                return True
-            return False
+        should_stop = deadline_stop(job, timeout)
 
         try:
             vectors = embed_tokens(context, token_lists, should_stop=should_stop)

@@ -8,7 +8,6 @@ deadline, and reports events back to the handler. It also writes the per-request
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +19,8 @@ from ..generation.diffusion import plan_canvas
 from ..generation.settled import SettledText
 from ..generation.structured import PreparedChat, StructuredChat, prepare_chat, with_tool_calls
 from ..generation.tool_stream import ToolCallStream
-from .._ffi._loader import BUILD_COMMAND, LibraryNotFound
 from ..chat_template import RENDER_TIMEOUT_S, RenderStopped, TemplateBoundError
-from ..errors import ContextError, HoshikageError, ModelLoadError
+from ..errors import ContextError, HoshikageError
 from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS, DiffusionParams
 from .errors import APIError, from_value_error
 from .memory import bucket, estimate_diffusion
@@ -31,10 +29,9 @@ from .registry import ModelEntry
 from .residency import Residency
 from .schemas import ChatCompletionRequest, CompletionRequest
 from .settings import Settings
+from .job_runner import JobRunner, deadline_stop
 from .worker import Job
 
-log = logging.getLogger("hoshikage.server")
-request_log = logging.getLogger("hoshikage.server.requests")
 
 _AUTOREGRESSIVE_ONLY = tuple(p.name for p in SHARED_PARAMS if p.autoregressive_only)
 
@@ -92,69 +89,23 @@ def structured_chat(req: ChatCompletionRequest) -> StructuredChat | None:
                           json_schema=schema, parallel_tool_calls=req.parallel_tool_calls)
 
 
-def load_model(residency: Residency, entry: ModelEntry) -> Any:
-    """The model for ``entry``, loaded on demand (residency.acquire); load failures as APIError."""
-    try:
-        return residency.acquire(entry)
-    except ModelLoadError as exc:
-        raise APIError("model_load_failed", str(exc), param="model") from exc
-    except (ValueError, LibraryNotFound) as exc:
-        raise APIError("model_load_failed", f"{entry.name}: {exc}", param="model") from exc
-    except OSError as exc:  # libllama itself could not be opened (a broken build)
-        raise APIError("model_load_failed", f"{entry.name}: the native library could not be "
-                       f"opened ({exc}); rebuild it with: {BUILD_COMMAND}", param="model") from exc
+class Runner(JobRunner):
+    """Runs one generation Job on the worker thread (``Worker(run=Runner(...).run)``)."""
 
+    what = "generation"
 
-class Runner:
-    """Runs one Job on the worker thread (``Worker(run=Runner(...).run)``)."""
+    def execute(self, job: Job, model: Any, kind: str) -> Any:
+        if model.is_diffusion and model.mask_token is None:
+            raise APIError("model_load_failed", f"{job.plan.entry.name}: {model.path.name} is a diffusion model "
+                           "without a valid mask token (tokenizer.ggml.mask_token_id)", param="model")
+        return self._generate(job, job.plan, model, kind)
 
-    def __init__(self, settings: Settings, residency: Residency, counters: dict[str, int]):
-        self.settings = settings
-        self.residency = residency
-        self.counters = counters
-
-    def run(self, job: Job) -> None:
-        plan: Plan = job.plan
-        t0 = time.perf_counter()
-        kind = "?"
-        try:
-            model = load_model(self.residency, plan.entry)
-            kind = "diffusion" if model.is_diffusion else "autoregressive"
-            if model.is_diffusion and model.mask_token is None:
-                raise APIError("model_load_failed", f"{plan.entry.name}: {model.path.name} is a diffusion model "
-                               "without a valid mask token (tokenizer.ggml.mask_token_id)", param="model")
-            try:
-                completion = self._generate(job, plan, model, kind)
-            except APIError:
-                raise
-            except Exception as exc:  # a bug or a native failure: this request fails, the server goes on
-                log.exception("job %d (%s) failed", job.id, plan.entry.name)
-                raise APIError("inference_failed", f"generation failed: {type(exc).__name__}: {exc}") from exc
-        except APIError as exc:
-            self._count("failed" if exc.code not in ("processing_timeout", "shutting_down") else
-                        "timed_out" if exc.code == "processing_timeout" else "cancelled")
-            request_log.info("model=%s kind=%s error=%s time=%.2fs", plan.entry.name, kind, exc.code,
-                             time.perf_counter() - t0)
-            raise
-        finally:
-            self.residency.touch()
-        if completion is None:  # cancelled because the client went away
-            self._count("cancelled")
-            request_log.info("model=%s kind=%s cancelled=%s time=%.2fs", plan.entry.name, kind,
-                             job.cancel_reason, time.perf_counter() - t0)
-            return
-        self._count("completed")
-        elapsed = time.perf_counter() - t0
+    def summary(self, completion: Any, elapsed: float) -> str:
         gen_s = completion.timings.generation_seconds
         rate = completion.completion_tokens / gen_s if gen_s > 0 else 0.0
-        request_log.info("model=%s kind=%s prompt_tokens=%d completion_tokens=%d steps=%d time=%.2fs "
-                         "tokens/s=%.1f finish=%s", plan.entry.name, kind, completion.prompt_tokens,
-                         completion.completion_tokens, completion.timings.steps, elapsed, rate,
-                         completion.finish_reason)
-        job.emit("done", completion)
-
-    def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
+        return (f"prompt_tokens={completion.prompt_tokens} completion_tokens={completion.completion_tokens} "
+                f"steps={completion.timings.steps} time={elapsed:.2f}s tokens/s={rate:.1f} "
+                f"finish={completion.finish_reason}")
 
     def _prompt(self, job: Job, plan: Plan, model: Any, limit: int) -> PreparedChat | None:
         """The prompt tokens (and, with tools or a response format, the grammar and the parser),
@@ -210,15 +161,7 @@ class Runner:
             raise APIError("inference_failed", f"could not create a context of {tokens} tokens: {exc}") from exc
         if not self.settings.prompt_cache:
             context.clear_memory()  # PROMPT_CACHE off: nothing of an earlier request is reused
-        deadline = time.monotonic() + timeout
-
-        def should_stop() -> bool:
-            if job.cancelled.is_set():
-                return True
-            if time.monotonic() > deadline:
-                job.cancel("timeout")
-                return True
-            return False
+        should_stop = deadline_stop(job, timeout)
 
         try:
             chunks = generate(model, prompt_tokens=prompt_tokens, max_tokens=plan.max_tokens, stream=True,
