@@ -48,14 +48,19 @@ class ToolCallStream:
             content, self.content = message.content[len(self.content):], message.content
         deltas: list[dict[str, Any]] = []
         for i, call in enumerate(message.tool_calls):
+            delta: dict[str, Any] = {"index": i, "function": {"arguments": ""}}
             if i == len(self.calls):
                 if not call.name:
                     break
                 self.calls.append({"id": call.id or new_call_id(), "name": call.name, "arguments": ""})
-                deltas.append({"index": i, "id": self.calls[i]["id"], "type": "function",
-                               "function": {"name": call.name, "arguments": ""}})
+                delta = {"index": i, "id": self.calls[i]["id"], "type": "function",
+                         "function": {"name": call.name, "arguments": ""}}
             sent = self.calls[i]["arguments"]
             if len(call.arguments) > len(sent) and call.arguments.startswith(sent):
-                deltas.append({"index": i, "function": {"arguments": call.arguments[len(sent):]}})
+                delta["function"]["arguments"] = call.arguments[len(sent):]
                 self.calls[i]["arguments"] = call.arguments
+            # One entry per call and chunk, as OpenAI sends them: clients that merge pieces by
+            # index across chunks only (LangChain) would split a call given two entries at once.
+            if "id" in delta or delta["function"]["arguments"]:
+                deltas.append(delta)
         return content, deltas
