@@ -97,6 +97,29 @@ def _server_tables(s: dict) -> list[str]:
     return out
 
 
+def _prompt_cache_tables(c: dict) -> list[str]:
+    if "error" in c:
+        return [f"**Failed:** `{c['error'].splitlines()[0]}`"]
+    out = [f"Time to first token of a chat's next turn: {c['turns']} exchanges of filler, the previous turn "
+           f"{c['previous_tokens']} prompt tokens, the next {c['next_tokens']}; streaming, greedy, "
+           f"{c['max_tokens']} tokens answered. Two servers side by side, asked alternately; ratio = without ÷ "
+           f"with, per repetition. Answers identical: {'yes' if c['answers_identical'] else '**no**'}.", "",
+           "| | time to first token, ms | prompt tokens reused |", "|---|---|---|",
+           f"| Hoshikage, `PROMPT_CACHE=true` | {fmt(c['cached_ttft_ms'], 1)} | {fmt(c['cached_tokens'], 0)} |",
+           f"| Hoshikage, `PROMPT_CACHE=false` | {fmt(c['uncached_ttft_ms'], 1)} | 0 |",
+           f"| without ÷ with, per repetition | {fmt(c['ttft_ratio_summary'], 2)} | |"]
+    ls = c.get("llama_server", {})
+    if ls.get("skipped"):
+        out.append(f"\nllama-server with `cache_prompt` true vs false: not measured — {ls['skipped']}.")
+    elif ls:
+        out += ["", "| | time to first token, ms | prompt tokens reused |", "|---|---|---|",
+                f"| llama-server, `cache_prompt: true` | {fmt(ls['cached_ttft_ms'], 1)} | "
+                f"{fmt(ls['cached_tokens'], 0)} |",
+                f"| llama-server, `cache_prompt: false` | {fmt(ls['uncached_ttft_ms'], 1)} | |",
+                f"| without ÷ with, per repetition | {fmt(ls['ttft_ratio'], 2)} | |"]
+    return out
+
+
 def plots(results: dict, out_dir: Path) -> list[str]:
     """PNG files (relative paths) or [] when matplotlib is missing."""
     try:
@@ -219,7 +242,7 @@ def render(results: dict, images: list[str]) -> str:
     ]
     if results.get("merged"):
         lines += ["Sections were measured by separate runs (`--merge`):", ""]
-        for name in ("diffusion", "ar", "server"):
+        for name in ("diffusion", "ar", "server", "prompt_cache"):
             m = (results.get(name) or {}).get("measured")
             if m:
                 a, b = m["load_average_1min"]
@@ -248,6 +271,8 @@ def render(results: dict, images: list[str]) -> str:
         lines += ["## Autoregressive: SmolLM2", "", *_ar_tables(results["ar"]), ""]
     if "server" in results:
         lines += ["## Server overhead", "", *_server_tables(results["server"]), ""]
+    if "prompt_cache" in results:
+        lines += ["## Prompt cache across chat turns", "", *_prompt_cache_tables(results["prompt_cache"]), ""]
     if results.get("explanations"):
         lines += ["## Why targets were missed", "", *_explanations(results["explanations"])]
     if images:

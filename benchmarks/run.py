@@ -21,11 +21,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ar, diffusion, lcpp_env, server
+from . import ar, diffusion, lcpp_env, prompt_cache, server
 from .common import BenchError, machine_info, native_manifest, write_json
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("diffusion", "ar", "server")
+SECTIONS = ("diffusion", "ar", "server", "prompt_cache")
 
 # key -> (comparison, bound, what the key is read from)
 TARGETS: dict[str, tuple[str, float]] = {
@@ -37,6 +37,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "ar.gen_tps_ratio_vs_llama_cpp_python": (">=", 1.0),
     "ar.gen_tps_ratio_vs_llama_completion": (">=", 0.95),
     "server.overhead_ratio": ("<=", 1.05),
+    "prompt_cache.ttft_ratio": (">=", 5.0),
 }
 
 
@@ -157,6 +158,23 @@ def run_server_section(args, errors: list[str]) -> dict[str, Any]:
     return out
 
 
+def run_prompt_cache_section(args, errors: list[str]) -> dict[str, Any]:
+    import hoshikage
+
+    log(f"== prompt cache: next turn of a ~{1000 if args.quick else 2000}-token chat, {args.reps} repetitions, "
+        f"{args.threads} threads")
+    try:
+        out = prompt_cache.run_prompt_cache(Path(hoshikage.smollm2_path()), args.threads, args.reps, args.quick,
+                                            log)
+    except BenchError as exc:
+        errors.append(f"prompt_cache: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+    out["ttft_ratio_summary"] = out["ttft_ratio"]  # median, min, max
+    out["ttft_ratio"] = out["ttft_ratio_summary"]["median"]  # the key
+    return out
+
+
 def _merged(path: Path, new: dict[str, Any], ran: list[str], configs: bool = False) -> dict[str, Any]:
     """``new`` plus the sections of the earlier results at ``path`` that were not run again;
     with ``configs`` (``--configs``), the diffusion rows measured now replace the earlier rows
@@ -170,6 +188,9 @@ def _merged(path: Path, new: dict[str, Any], ran: list[str], configs: bool = Fal
     for name in SECTIONS:
         if name not in ran and name in old:
             out[name] = old[name]
+    kept = {k: v for k, v in (old.get("explanations") or {}).items() if k.split(".")[0] not in ran}
+    if kept:  # the other sections' explanations still hold (--no-explain keeps them; explain() redoes all)
+        out["explanations"] = kept
     if configs and "diffusion" in ran and "configs" in old.get("diffusion", {}):
         out["diffusion"] = merge_diffusion_rows(old["diffusion"], new["diffusion"])
     out["merged"] = True
@@ -209,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sections = {"diffusion": lambda: run_diffusion_section(args, manifest, errors, checkpoint),
                 "ar": lambda: run_ar_section(args, manifest, errors),
-                "server": lambda: run_server_section(args, errors)}
+                "server": lambda: run_server_section(args, errors),
+                "prompt_cache": lambda: run_prompt_cache_section(args, errors)}
     for name in args.sections:
         started, load = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0]
         try:
