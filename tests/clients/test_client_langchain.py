@@ -127,3 +127,14 @@ def test_embeddings_default_needs_tiktoken_which_is_offline(server, offline_mess
         chain.append(str(exc))
         exc = exc.__cause__ or exc.__context__
     assert any(offline_message in text for text in chain), chain
+
+
+def test_logprobs_are_refused_naming_the_field(server):
+    """Not implemented yet: a 400 naming the field, never silently ignored."""
+    import openai
+
+    chat = langchain_openai.ChatOpenAI(base_url=server.base_url, api_key="unused", model="smollm2",
+                                       max_tokens=4, max_retries=0, logprobs=True)
+    with pytest.raises(openai.BadRequestError) as info:
+        chat.invoke("Hi")
+    assert info.value.body["param"] == "logprobs", info.value.body

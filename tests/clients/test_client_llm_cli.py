@@ -76,3 +76,19 @@ def test_schema_needs_supports_schema_in_the_yaml(llm_cli):
     out = llm_cli("-m", "hoshikage-no-schema", "--schema", json.dumps(CITY), "Describe Paris.")
     assert out.returncode != 0 and "schema" in (out.stderr + out.stdout).lower(), out
 
+
+
+def test_json_object_option(llm_cli):
+    """``-o json_object 1`` sends ``response_format: {"type": "json_object"}``."""
+    out = llm_cli("-m", "hoshikage-smollm2", "-o", "json_object", "1", "-o", "temperature", "0",
+                  "-o", "max_tokens", "64", "Describe Paris in JSON.")
+    assert out.returncode == 0, out.stderr
+    try:
+        assert isinstance(json.loads(out.stdout), dict)
+    except ValueError:  # cut at max_tokens: an unfinished object, never prose
+        assert out.stdout.lstrip().startswith("{"), out.stdout
+
+
+def test_logprobs_are_refused_naming_the_field(llm_cli):
+    out = llm_cli("-m", "hoshikage-smollm2", "-o", "logprobs", "2", "-o", "max_tokens", "4", "Hi")
+    assert out.returncode != 0 and "logprobs" in out.stderr, (out.stdout, out.stderr)
