@@ -4,10 +4,12 @@
 - After ``IDLE_TIMEOUT`` seconds without requests the model and its contexts are freed.
 - With ``RAMDISK_PATH`` set (Linux), the GGUF is copied there first (temp file + rename) and
   loaded from the copy; copies are deleted after ``GREAT_TIMEOUT`` seconds of complete
-  inactivity, and at shutdown. The folder ``RAMDISK_PATH/hoshikage`` must be private: created
-  0700, or an existing real directory owned by this user that no one else can write to
-  (otherwise the RAM disk is not used, and the log says why). Copies are 0600, written to an
-  unpredictable temporary name opened with O_EXCL, then renamed.
+  inactivity, and at shutdown. A copy is tracked (and listed in ``status()``) from the moment
+  it exists until its file is gone: an empty ``ramdisk_copies`` means nothing is left. The
+  folder ``RAMDISK_PATH/hoshikage`` must be private: created 0700, or an existing real
+  directory owned by this user that no one else can write to (otherwise the RAM disk is not
+  used, and the log says why). Copies are 0600, written to an unpredictable temporary name
+  opened with O_EXCL, then renamed.
 - Making a model ready (pre-check, child-process probe, RAM-disk copy, load) has one deadline,
   ``LOAD_TIMEOUT``. A file refused by the pre-check or the probe is remembered by (path, size,
   mtime, inode), so later requests for it are answered without reading it again.
@@ -66,7 +68,8 @@ class Residency:
         self._context: Context | None = None
         self._context_kind: str | None = None
         self._context_info: dict[str, Any] | None = None  # plain numbers, for status()
-        self._copies: dict[Path, Path] = {}  # original -> RAM-disk copy
+        self._copies: dict[Path, Path] = {}  # RAM-disk copy -> original (changed under _lock)
+        self._undeletable: set[Path] = set()  # copies whose deletion failed (warned once; retried)
         self._probed: set[tuple] = set()  # file signatures that loaded in a child process
         self._refused: OrderedDict[tuple, str] = OrderedDict()  # signature -> why the pre-check/probe refused it
         self._ramdisk_warned: str | None = None
@@ -258,7 +261,7 @@ class Residency:
             elif p.suffix == ".gguf":
                 if st.st_mode & 0o077:
                     os.chmod(p, 0o600)  # copies of an older version were 0644
-                self._copies[p] = p
+                self._track(p, p)
 
     def _ramdisk_copy(self, original: Path, deadline: float) -> Path | None:
         folder = self._ramdisk_dir()
@@ -272,7 +275,7 @@ class Residency:
             digest = hashlib.sha1(str(src).encode()).hexdigest()[:12]
             dest = folder / f"{digest}-{src.name}"
             if _usable_copy(dest, st):
-                self._copies[original] = dest
+                self._track(dest, original)
                 return dest
             if shutil.disk_usage(folder).free < st.st_size + RAMDISK_HEADROOM:
                 log.warning("not copying %s to the RAM disk %s: not enough free space", src.name, folder)
@@ -289,19 +292,35 @@ class Residency:
         except OSError as exc:
             log.warning("RAM-disk copy of %s failed, loading the original: %s", original, exc)
             return None
-        self._copies[original] = dest
+        self._track(dest, original)
         log.info("copied %s to the RAM disk (%s) in %.2fs", src.name, dest, time.perf_counter() - t0)
         return dest
 
+    def _track(self, copy: Path, original: Path) -> None:
+        """Keyed by the copy, so a second copy for the same original (its symlink now points to
+        another file) never hides the first."""
+        with self._lock:
+            self._copies[copy] = original
+
     def remove_copies(self, reason: str) -> None:
-        copies, self._copies = self._copies, {}
-        for copy in copies.values():
+        """Delete every tracked copy. Each stays tracked (and in ``status()``) until its file is
+        gone, so an empty list there means nothing is left; one that cannot be deleted stays
+        tracked and is tried again at the next expiry and at shutdown."""
+        deleted = 0
+        for copy in list(self._copies):
             try:
                 copy.unlink(missing_ok=True)
             except OSError as exc:
-                log.warning("could not delete the RAM-disk copy %s: %s", copy, exc)
-        if copies:
-            log.info("deleted %d RAM-disk cop%s (%s)", len(copies), "y" if len(copies) == 1 else "ies", reason)
+                if copy not in self._undeletable:
+                    log.warning("could not delete the RAM-disk copy %s: %s", copy, exc)
+                    self._undeletable.add(copy)
+                continue
+            self._undeletable.discard(copy)
+            with self._lock:
+                self._copies.pop(copy, None)
+            deleted += 1
+        if deleted:
+            log.info("deleted %d RAM-disk cop%s (%s)", deleted, "y" if deleted == 1 else "ies", reason)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -317,7 +336,7 @@ class Residency:
                 "loaded_for_s": round(now - self.loaded_at, 1) if model is not None else None,
                 "idle_for_s": round(now - self.last_used, 1),
                 "context": self._context_info,
-                "ramdisk_copies": sorted(str(p) for p in self._copies.values()),
+                "ramdisk_copies": sorted(str(p) for p in self._copies),
                 "loads": self.loads, "unloads": self.unloads,
             }
         out["memory"] = process_memory()

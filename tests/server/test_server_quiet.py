@@ -80,8 +80,12 @@ def test_ramdisk_copy_is_used_then_deleted_after_great_timeout(idle):
     copies = list((idle.ramdisk / "hoshikage").glob("*.gguf"))
     assert len(copies) >= 1 and status["loaded_from"] in {str(c) for c in copies}
     assert not list((idle.ramdisk / "hoshikage").glob("*.tmp"))
-    idle.wait_status(lambda s: not s["ramdisk_copies"], timeout=15)  # GREAT_TIMEOUT=5
-    assert not list((idle.ramdisk / "hoshikage").glob("*.gguf"))
+    # GREAT_TIMEOUT=5. The smollm2 copy and the dream one (test_diffusion_idle_unload_frees_contexts)
+    # go together; a copy stays in the status until its file is deleted, so none may be left here
+    # (test_ramdisk_tracking.py covers the moment between two deletions).
+    idle.wait_status(lambda s: not s["ramdisk_copies"], timeout=15)
+    left = sorted(p.name for p in (idle.ramdisk / "hoshikage").glob("*.gguf"))
+    assert not left, f"status lists no RAM-disk copy, yet {left} are there:\n{idle.output()}"
 
 
 # -- one at a time: queue overflow, queue timeout, request timeout ------------------------------------
