@@ -17,7 +17,7 @@ import numpy as np
 
 from ._libm import LogfRows
 from ._seq import seq_sum
-from .filters import Candidates, DistResult, _row_top
+from .filters import Candidates, DistResult, SortedRows, _row_top
 from .params import Algorithm
 
 __all__ = ["confidence", "entropy_bounds"]
@@ -30,7 +30,7 @@ def _probs_row(c: Candidates, d: DistResult, i: int, q: np.ndarray, p: np.ndarra
     padding) and ``x = p + 1e-10f`` (float32 [m]); ``q`` is float64 scratch [m]."""
     np.divide(d.e[i], d.total[i], out=q)
     p[...] = q
-    if c.sorted:
+    if isinstance(c, SortedRows):
         p[c.size[i]:] = 0.0  # padding: exact zero terms
     np.add(p, _EPS, out=x)
 
@@ -112,7 +112,7 @@ def _margin_reference(c: Candidates, d: DistResult) -> np.ndarray:
 
 
 def _margin_corrected(c: Candidates, d: DistResult) -> np.ndarray:
-    if c.sorted:  # data[0], data[1] are already the two most likely
+    if isinstance(c, SortedRows):  # data[0], data[1] are already the two most likely
         return _margin_reference(c, d)
     r = len(c.rows)
     if len(c.rows[0]) < 2:

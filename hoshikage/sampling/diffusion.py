@@ -18,6 +18,7 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -184,6 +185,24 @@ def _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_bas
                            st.guidance_seconds)
 
 
+class _Needs(Enum):
+    """What choosing positions needs from the sampler besides the tokens."""
+
+    NOTHING = "nothing"  # every position goes, or RANDOM (its draws are the confidences)
+    EXACT = "exact"  # each position's confidence, float32
+    BOUNDS = "bounds"  # ENTROPY with alg_temp 0: (approx, radius); exact values where they decide
+
+
+@dataclass
+class _Source:
+    """Where a step's masked positions read their logits: ``src[rows[i]]`` for masked position
+    ``i``, except where ``row0`` (reads0 bool [n], the reference's gumbel-noised row) says."""
+
+    src: np.ndarray
+    rows: np.ndarray
+    row0: tuple[np.ndarray, np.ndarray | None] | None = None
+
+
 class _State:
     """Random streams and per-step work of one run."""
 
@@ -198,87 +217,118 @@ class _State:
         self.guidance_seconds = 0.0  # combining conditional and unconditional logits (CFG)
 
     def step(self, canvas, masked, count, *, prompt_len, mask, logits_of) -> None:
-        p, corrected = self.p, self.p.corrected
-        rows = np.maximum(masked - 1, 0) if self.shift else masked
-        src = logits_of(canvas)
-        if np.float32(p.cfg_scale) > 0:
-            # Only the rows this step reads are combined: uncond + (cfg+1) * (cond - uncond).
-            t0, decoding = time.perf_counter(), logits_of.seconds
-            uniq, inv = np.unique(rows, return_inverse=True)
-            cond = src[uniq]  # a copy, taken before the second call invalidates src
-            un_x = canvas.copy()
-            un_x[:prompt_len] = mask
-            unc_view = logits_of(un_x)
-            scale = np.float32(p.cfg_scale) + np.float32(1.0)
-            for lo in range(0, uniq.size, CHUNK_ROWS):  # uncond rows are read in chunks, never copied whole
-                unc = unc_view[uniq[lo:lo + CHUNK_ROWS]]
-                part = cond[lo:lo + CHUNK_ROWS]
-                part -= unc
-                part *= scale
-                part += unc
-            src, rows = cond, inv.reshape(-1)
-            self.guidance_seconds += time.perf_counter() - t0 - (logits_of.seconds - decoding)
-        row0 = None
-        if self.gumbel and not corrected:
-            reads0 = masked <= (1 if self.shift else 0)
-            g = reference_gumbel_row0(self.rng, src[rows[reads0][0]] if reads0.any() else None,
-                                      self.n_vocab, p.temperature)
-            row0 = (reads0, g)
-
+        """Unmask ``count`` of the ``masked`` positions of ``canvas``, drawing from the streams
+        in the reference's order: CFG's second pass, gumbel row 0, the loop's stream, the chain."""
+        source = self._source(canvas, masked, prompt_len, mask, logits_of)
         n = masked.size
         if self.algorithm == Algorithm.ORIGIN:
             p_transfer = np.float32(count) / np.float32(n)
             pick = np.flatnonzero(self.rng.uniform_float(n) < p_transfer)
             rnd = self.chain_rng.uniform_double(pick.size)
-            for sub, toks, _ in self._sample(src, rows, pick, rnd, row0, None):
+            for sub, toks, _ in self._sample(source, pick, rnd, _Needs.NOTHING):
                 canvas[masked[sub]] = toks
             return
         rand = self.rng.uniform_float(n) if self.algorithm == Algorithm.RANDOM else None
         rnd = self.chain_rng.uniform_double(n)  # the chain's draws, one per masked position
-        noise_drawn = self.gumbel and corrected  # corrected gumbel noise is drawn while sampling
+        noise_drawn = self.gumbel and self.p.corrected  # corrected gumbel noise is drawn while sampling
         if count <= 0 and not noise_drawn:
             return  # nothing is unmasked: the tokens are not needed, only the draws
-        k, greedy = min(count, n), np.float32(p.alg_temp) == 0
-        # What the choice needs: no confidences when every position goes; with alg_temp 0
-        # only the ranking, so ENTROPY gets cheap bounds and exact values where they decide.
-        mode = None if rand is not None or (greedy and k == n) else "exact"
-        if mode and greedy and self.algorithm == Algorithm.ENTROPY_BASED and not noise_drawn:
-            mode = "bounds"
-        toks = np.empty(n, dtype=np.int32)
-        conf = rand if rand is not None else np.empty(n, dtype=np.float32)
-        approx, radius = (np.empty(n), np.empty(n)) if mode == "bounds" else (None, None)
-        for sub, t, c in self._sample(src, rows, np.arange(n), rnd, row0, mode):
-            toks[sub] = t
-            if mode == "exact":
-                conf[sub] = c
-            elif mode == "bounds":
-                approx[sub], radius[sub] = c
+        k = min(count, n)
+        needs = self._needs(rand is not None, k == n, noise_drawn)
+        toks, conf = self._sample_all(source, rnd, needs)
         if count <= 0:
             return
-        if greedy and k == n:
-            chosen = np.arange(n)
-        elif mode == "bounds":
-            def exact(idx: np.ndarray) -> np.ndarray:
-                out = np.empty(idx.size, dtype=np.float32)
-                for sub, _, c in self._sample(src, rows, idx, rnd[idx], row0, "exact"):
-                    out[np.searchsorted(idx, sub)] = c
-                return out
-            chosen = top_k_by_bounds(approx, radius, k, exact)
-        elif greedy:
-            # partial_sort by (confidence desc, index asc): a stable descending sort.
-            chosen = np.argsort(-conf, kind="stable")[:k]
-        elif corrected:
-            chosen = _without_replacement(conf, p.alg_temp, k, self.alg_rng)
-        else:
-            chosen = dist_repeated(conf / np.float32(p.alg_temp), self.alg_rng.uniform_double(k))
+        if rand is not None:
+            conf = rand
+        chosen = self._choose(conf, k, n, lambda idx: self._exact(source, idx, rnd[idx]))
         canvas[masked[chosen]] = toks[chosen]
 
-    def _sample(self, src, rows, which, rnd, row0, mode):
+    def _source(self, canvas, masked, prompt_len, mask, logits_of) -> _Source:
+        """The logits this step reads (guided when cfg_scale > 0) and the reference's gumbel row 0."""
+        rows = np.maximum(masked - 1, 0) if self.shift else masked
+        src = logits_of(canvas)
+        if np.float32(self.p.cfg_scale) > 0:
+            src, rows = self._guided(canvas, src, rows, prompt_len, mask, logits_of)
+        source = _Source(src, rows)
+        if self.gumbel and not self.p.corrected:
+            reads0 = masked <= (1 if self.shift else 0)
+            g = reference_gumbel_row0(self.rng, src[rows[reads0][0]] if reads0.any() else None,
+                                      self.n_vocab, self.p.temperature)
+            source.row0 = (reads0, g)
+        return source
+
+    def _guided(self, canvas, src, rows, prompt_len, mask, logits_of):
+        """CFG: ``uncond + (cfg+1) * (cond - uncond)`` on the rows this step reads only.
+        Returns (combined rows, each masked position's row in them)."""
+        t0, decoding = time.perf_counter(), logits_of.seconds
+        uniq, inv = np.unique(rows, return_inverse=True)
+        cond = src[uniq]  # a copy, taken before the second call invalidates src
+        un_x = canvas.copy()
+        un_x[:prompt_len] = mask
+        unc_view = logits_of(un_x)
+        scale = np.float32(self.p.cfg_scale) + np.float32(1.0)
+        for lo in range(0, uniq.size, CHUNK_ROWS):  # uncond rows are read in chunks, never copied whole
+            unc = unc_view[uniq[lo:lo + CHUNK_ROWS]]
+            part = cond[lo:lo + CHUNK_ROWS]
+            part -= unc
+            part *= scale
+            part += unc
+        self.guidance_seconds += time.perf_counter() - t0 - (logits_of.seconds - decoding)
+        return cond, inv.reshape(-1)
+
+    def _needs(self, random: bool, all_go: bool, noise_drawn: bool) -> _Needs:
+        """No confidences when every position goes (alg_temp 0) or RANDOM draws them; with
+        alg_temp 0 only the ranking matters, so ENTROPY gets cheap bounds."""
+        greedy = np.float32(self.p.alg_temp) == 0
+        if random or (greedy and all_go):
+            return _Needs.NOTHING
+        if greedy and self.algorithm == Algorithm.ENTROPY_BASED and not noise_drawn:
+            return _Needs.BOUNDS
+        return _Needs.EXACT
+
+    def _sample_all(self, source: _Source, rnd, needs: _Needs):
+        """Tokens int32 [n] of every masked position and what ``needs`` asks for: float32 [n]
+        confidences (EXACT), an (approx, radius) pair of float64 [n] (BOUNDS), or None."""
+        n = rnd.size
+        toks = np.empty(n, dtype=np.int32)
+        conf = np.empty(n, dtype=np.float32) if needs is _Needs.EXACT else None
+        bounds = (np.empty(n), np.empty(n)) if needs is _Needs.BOUNDS else None
+        for sub, t, c in self._sample(source, np.arange(n), rnd, needs):
+            toks[sub] = t
+            if conf is not None:
+                conf[sub] = c
+            elif bounds is not None:
+                bounds[0][sub], bounds[1][sub] = c
+        return toks, bounds if bounds is not None else conf
+
+    def _exact(self, source: _Source, idx: np.ndarray, rnd) -> np.ndarray:
+        """Exact confidences of masked positions ``idx`` (sorted), re-sampled with their draws."""
+        out = np.empty(idx.size, dtype=np.float32)
+        for sub, _, c in self._sample(source, idx, rnd, _Needs.EXACT):
+            out[np.searchsorted(idx, sub)] = c
+        return out
+
+    def _choose(self, conf, k: int, n: int, exact) -> np.ndarray:
+        """Indices into the masked list of the ``k`` positions to unmask. ``conf`` is what
+        _sample_all gave (or RANDOM's draws); ``exact(idx)`` settles bounds where they overlap."""
+        p = self.p
+        greedy = np.float32(p.alg_temp) == 0
+        if greedy and k == n:
+            return np.arange(n)
+        if isinstance(conf, tuple):
+            return top_k_by_bounds(conf[0], conf[1], k, exact)
+        if greedy:  # partial_sort by (confidence desc, index asc): a stable descending sort
+            return np.argsort(-conf, kind="stable")[:k]
+        if p.corrected:
+            return _without_replacement(conf, p.alg_temp, k, self.alg_rng)
+        return dist_repeated(conf / np.float32(p.alg_temp), self.alg_rng.uniform_double(k))
+
+    def _sample(self, source: _Source, which, rnd, needs: _Needs):
         """Run the chain on masked positions ``which`` (indices into the masked list, with the
         chain's draws ``rnd``) in chunks, yielded in position order.
 
         Yields (indices into the masked list, tokens int32, confidences): float32 [rows] for
-        mode "exact", (approx, radius) float64 arrays for "bounds" (ENTROPY), None for None.
+        EXACT, (approx, radius) float64 arrays for BOUNDS (ENTROPY), None for NOTHING.
         Chunks are independent and run on the pool when there is one; at most CHUNK_ROWS
         rows are in flight at once.
         """
@@ -295,15 +345,16 @@ class _State:
         spans = range(0, n, size)
 
         def run(lo: int):
-            return self._sample_chunk(src, rows, which[lo:lo + size], rnd[lo:lo + size], row0, mode)
+            return self._sample_chunk(source, which[lo:lo + size], rnd[lo:lo + size], needs)
 
         yield from (map(run, spans) if pool is None or len(spans) == 1 else pool.map(run, spans))
 
-    def _sample_chunk(self, src, rows, sub, rnd, row0, mode):
+    def _sample_chunk(self, source: _Source, sub, rnd, needs: _Needs):
         p = self.p
         # Rows are read in place (src may be llama.cpp's buffer: never written); only
         # perturbed rows are private copies.
-        block = [src[i] for i in rows[sub]]
+        block = [source.src[i] for i in source.rows[sub]]
+        row0 = source.row0
         if row0 is not None and row0[1] is not None:
             for j in np.flatnonzero(row0[0][sub]):
                 block[j] = row0[1]
@@ -312,9 +363,9 @@ class _State:
             corrected_gumbel_rows(self.rng, noised, p.temperature)
             block = list(noised)
         cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature, rnd=rnd)
-        if mode == "exact":
+        if needs is _Needs.EXACT:
             return sub, d.token, confidence(self.algorithm, cand, d, p.corrected)
-        if mode == "bounds":
+        if needs is _Needs.BOUNDS:
             return sub, d.token, entropy_bounds(cand, d, p.corrected)
         return sub, d.token, None
 

@@ -3,7 +3,8 @@
 Each function mirrors one stage of ``src/llama-sampler.cpp`` as ``diffusion_generate``
 builds the chain (top_k if > 0, top_p(min_keep=1) if < 1, temp if > 0, then dist), with
 float32 where the C uses float and float64 where it uses double, and the same summation
-order. A batch of ``r`` candidate arrays (one per masked position) is a :class:`Candidates`.
+order. A batch of ``r`` candidate arrays (one per masked position) is a :data:`Candidates`:
+:class:`FreshRows` before any sorting stage, :class:`SortedRows` after one.
 
 Orders among equal logits come from llama.cpp's unstable sorts. Every value computed
 depends only on the sorted logit values, so numpy sorts them; the one thing a tie can
@@ -14,7 +15,7 @@ NaN or huge logits, which llama.cpp's bucket sort misorders, are replayed upfron
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from ._dist import DistResult, dist_full, dist_sorted, sorted_expf
 from ._libm import ExpfRows
 from ._seq import seq_sum
 
-__all__ = ["Candidates", "DistResult", "full_candidates", "top_k", "top_p", "temperature",
+__all__ = ["Candidates", "FreshRows", "SortedRows", "DistResult", "full_candidates", "top_k", "top_p", "temperature",
            "dist", "apply_chain", "fix_tied_tokens"]
 
 _TOP_P_FIRST = 256  # llama_sampler_top_p_apply's first partial sort size
@@ -32,37 +33,48 @@ _BUCKET_SAFE = np.float32(3.0e8)  # below this, 6.4f*x + 64 cannot overflow an i
 
 
 @dataclass
-class Candidates:
-    """``r`` llama_token_data arrays.
+class FreshRows:
+    """``r`` unsorted llama_token_data arrays: the full rows themselves, never written.
 
-    Unsorted (fresh) arrays are the full rows themselves, never written: ``rows`` holds
-    r float32 [n_vocab] arrays (views into the caller's logits are fine) and a temp stage
-    is kept as a pending divisor ``temp``. Sorted arrays are owned, padded matrices:
-    ``logits`` float32 [r, m] (-inf past ``size``), ``ids`` int32 [r, m].
+    ``rows`` holds r float32 [n_vocab] arrays (views into the caller's logits are fine); a
+    temp stage is kept as a pending divisor ``temp``.
     """
 
-    sorted: bool
-    size: np.ndarray  # int64 [r], cur_p->size
-    rows: Sequence[np.ndarray] | None = None
+    size: np.ndarray  # int64 [r], cur_p->size (n_vocab in every row)
+    rows: Sequence[np.ndarray]
     temp: np.float32 | None = None
-    logits: np.ndarray | None = None
-    ids: np.ndarray | None = None  # -1 where not worked out (see fix_tied_tokens)
-    # Sorted from fresh rows: the logits before any temp (float32 [r, m]), the fresh rows,
-    # and per row the C++ sort that made the order, (npartial, entries kept), for replay.
-    raw: np.ndarray | None = None
-    source: Sequence[np.ndarray] | None = None
-    replay: list | None = None
+
+
+@dataclass
+class SortedRows:
+    """``r`` sorted llama_token_data arrays, as owned padded matrices.
+
+    ``logits`` float32 [r, m] (-inf past ``size``) and ``ids`` int32 [r, m] (-1 where not
+    worked out, see fix_tied_tokens). To work ids out later they keep the logits before any
+    temp (``raw``, float32 [r, m]), the fresh rows they came from (``source``) and per row
+    the C++ sort that made the order, (npartial, entries kept) (``replay``).
+    """
+
+    size: np.ndarray  # int64 [r], cur_p->size
+    logits: np.ndarray
+    ids: np.ndarray
+    raw: np.ndarray
+    source: Sequence[np.ndarray]
+    replay: list
     distinct: np.ndarray | None = None  # bool [r]: kept logits known to be unique in the row
+
+
+Candidates = Union[FreshRows, SortedRows]
 
 
 def full_candidates(rows: Sequence[np.ndarray]) -> Candidates:
     """Fresh arrays as the loop fills them: every id, in id order, unsorted."""
     n = len(rows[0]) if len(rows) else 0
-    return Candidates(False, np.full(len(rows), n, dtype=np.int64), rows=rows)
+    return FreshRows(np.full(len(rows), n, dtype=np.int64), rows)
 
 
 def _sorted(vals: list, ids: list, rows: Sequence[np.ndarray], size: np.ndarray,
-            replay: list) -> Candidates:
+            replay: list) -> SortedRows:
     """Pack per-row sorted values (and ids, or None where unknown) into padded arrays."""
     width = max(int(size.max()), 1)
     logits = np.full((len(vals), width), -np.inf, dtype=np.float32)
@@ -71,16 +83,14 @@ def _sorted(vals: list, ids: list, rows: Sequence[np.ndarray], size: np.ndarray,
         logits[i, :len(v)] = v
         if o is not None:
             out_ids[i, :len(o)] = o
-    return Candidates(True, size.astype(np.int64), logits=logits, ids=out_ids,
-                      raw=logits.copy(), source=rows, replay=replay)
+    return SortedRows(size.astype(np.int64), logits, out_ids, logits.copy(), rows, replay)
 
 
-def _truncated(c: Candidates, size: np.ndarray) -> Candidates:
+def _truncated(c: SortedRows, size: np.ndarray) -> SortedRows:
     """``cur_p->size = size`` on a sorted batch; the dropped tail becomes -inf padding."""
     logits = c.logits.copy()
     logits[np.arange(logits.shape[1]) >= size[:, None]] = -np.inf
-    return Candidates(True, size.astype(np.int64), logits=logits, ids=c.ids, raw=c.raw,
-                      source=c.source, replay=c.replay, distinct=c.distinct)
+    return SortedRows(size.astype(np.int64), logits, c.ids, c.raw, c.source, c.replay, c.distinct)
 
 
 _GROUPS = 64  # group g holds positions g, g + stride, g + 2*stride, ... (stride = n // 64)
@@ -136,7 +146,7 @@ def top_k(c: Candidates, k: int) -> Candidates:
     """
     if k <= 0:
         return c
-    if c.sorted:
+    if isinstance(c, SortedRows):
         return _truncated(c, np.minimum(c.size, k))
     n = int(c.size[0])
     k = min(k, n)
@@ -164,7 +174,7 @@ def fix_tied_tokens(c: Candidates, d: DistResult) -> None:
     A logit no other id shares names its id; tied ones (rare with real logits) replay
     the C++ sort element by element.
     """
-    if not c.sorted or c.replay is None:
+    if not isinstance(c, SortedRows):
         return
     for i in range(len(c.size)):
         j = int(d.selected[i])
@@ -186,7 +196,7 @@ def top_p(c: Candidates, p: float) -> Candidates:
     p32 = np.float32(p)
     if p32 >= np.float32(1.0):
         return c
-    if c.sorted:
+    if isinstance(c, SortedRows):
         # llama_sampler_softmax_impl(cur_p, false): max is data[0], float running sum.
         L = c.logits
         e = sorted_expf(L, c.size)  # padding: exact zeros in the sums
@@ -196,7 +206,7 @@ def top_p(c: Candidates, p: float) -> Candidates:
     return _top_p_rows(c, p32)
 
 
-def _top_p_rows(c: Candidates, p32: np.float32) -> Candidates:
+def _top_p_rows(c: FreshRows, p32: np.float32) -> SortedRows:
     """top_p on fresh rows. The C sorts the top 256 (everything at <= 1024 entries) and
     scans; if the running sum falls short it sorts the whole array and goes on. The scan
     only sees values, so values are all that is sorted here (ids: fix_tied_tokens)."""
@@ -265,15 +275,15 @@ def temperature(c: Candidates, t: float) -> Candidates:
     t32 = np.float32(t)
     if t32 == np.float32(1.0):
         return c
-    if c.sorted:
+    if isinstance(c, SortedRows):
         np.divide(c.logits, t32, out=c.logits)
         return c
-    return Candidates(False, c.size, rows=c.rows, temp=t32)
+    return FreshRows(c.size, c.rows, t32)
 
 
 def dist(c: Candidates, rnd: np.ndarray) -> DistResult:
     """``llama_sampler_dist_apply`` with one pre-drawn uniform double per row ``rnd``."""
-    if c.sorted:
+    if isinstance(c, SortedRows):
         return dist_sorted(c.logits, c.size, c.ids, rnd)
     return dist_full(c.rows, c.temp, rnd)
 
