@@ -123,51 +123,63 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     check_number("max_tokens", max_tokens, lo=1, integer=True)
     if isinstance(stop, str):
         stop = [stop]
+    limit = context.n_ctx if context is not None else n_ctx
     spec = StructuredChat(tools or (), tool_choice, json_schema, parallel_tool_calls)
-    prepared = None
-    if prompt_tokens is None and messages is not None and (spec.asked() or has_tool_history(messages)):
-        if grammar is not None:
-            raise ParameterError("give grammar= or tools= / json_schema=, not both", "grammar")
-        limit = context.n_ctx if context is not None else n_ctx
-        prepared = prepare_chat(model, messages, spec, n_ctx=limit,
-                                render=lambda m: prepare_prompt(model, messages=m, n_ctx=limit))
-        prompt_tokens, grammar, stop = prepared.prompt_tokens, prepared.grammar, [*stop, *prepared.stops]
-        messages = None  # rendered: prompt_tokens stand for them from here on
-    elif spec.asked() == "tools":
-        raise ParameterError("tools need messages= (a chat)", "tools")
-    elif json_schema is not None:
-        if grammar is not None:
-            raise ParameterError("give grammar= or json_schema=, not both", "grammar")
-        grammar = json_schema_grammar(json_schema)
+    prepared, grammar = _structured(model, messages, prompt_tokens, spec, grammar, limit)
+    if prepared is not None:
+        prompt_tokens, messages, stop = prepared.prompt_tokens, None, [*stop, *prepared.stops]
     if prompt_tokens is None:
-        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template,
-                                       n_ctx=context.n_ctx if context is not None else n_ctx)
+        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template, n_ctx=limit)
     else:
         prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
-    if model.is_diffusion and grammar is not None:
-        raise ParameterError("grammar-constrained output needs an autoregressive model: a diffusion model "
-                             "decides every position of its canvas in parallel, which a left-to-right grammar "
-                             "cannot constrain", "grammar" if json_schema is None else "response_format")
+    run = {"context": context, "n_ctx": n_ctx, "n_threads": n_threads, "should_stop": should_stop}
     if model.is_diffusion:
+        if grammar is not None:
+            raise ParameterError("grammar-constrained output needs an autoregressive model: a diffusion model "
+                                 "decides every position of its canvas in parallel, which a left-to-right "
+                                 "grammar cannot constrain", "grammar" if json_schema is None else "response_format")
         from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
 
-        dparams = _diffusion_params(diffusion, shared)
-        chunks = stream_diffusion(model, prompt_tokens, max_tokens=max_tokens, params=dparams, stop=stop,
-                                  adjust=adjust, context=context, n_ctx=n_ctx, n_threads=n_threads,
-                                  on_step=on_step, should_stop=should_stop)
+        chunks = stream_diffusion(model, prompt_tokens, max_tokens=max_tokens, params=_diffusion_params(diffusion, shared),
+                                  stop=stop, adjust=adjust, on_step=on_step, **run)
     else:
-        if diffusion:
-            raise ParameterError(f"diffusion parameters were given, but {model.path.name} is an autoregressive "
-                                 "model", "diffusion")
         extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
                  "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
-        sampling = SamplingParams(**{k: v for k, v in {**shared, **extra}.items() if v is not None}).with_seed()
-        chunks = _stream_ar(model, prompt_tokens, max_tokens, sampling, stop, context, n_ctx, n_threads, should_stop,
-                            grammar)
+        chunks = _autoregressive(model, prompt_tokens, max_tokens, stop, {**shared, **extra}, diffusion, grammar, run)
     if prepared is not None and prepared.chat_plan is not None:
         chunks = _parse_tool_calls(chunks, prepared)
     return chunks if stream else _collect(chunks)
+
+
+def _autoregressive(model: Model, prompt_tokens: list[int], max_tokens: int, stop: Sequence[str],
+                    sampling: dict[str, Any], diffusion: Any, grammar: Grammar | None,
+                    run: dict[str, Any]) -> Iterator[Chunk]:
+    if diffusion:
+        raise ParameterError(f"diffusion parameters were given, but {model.path.name} is an autoregressive "
+                             "model", "diffusion")
+    params = SamplingParams(**{k: v for k, v in sampling.items() if v is not None}).with_seed()
+    return _stream_ar(model, prompt_tokens, max_tokens, params, stop, run["context"], run["n_ctx"],
+                      run["n_threads"], run["should_stop"], grammar)
+
+
+def _structured(model: Model, messages: Sequence[ChatMessage | dict] | None, prompt_tokens: Sequence[int] | None,
+                spec: StructuredChat, grammar: Grammar | None,
+                limit: int | None) -> tuple[PreparedChat | None, Grammar | None]:
+    """(the chat prepared with tools / a schema, or None; the grammar to sample with)."""
+    if prompt_tokens is None and messages is not None and (spec.asked() or has_tool_history(messages)):
+        if grammar is not None:
+            raise ParameterError("give grammar= or tools= / json_schema=, not both", "grammar")
+        prepared = prepare_chat(model, messages, spec, n_ctx=limit,
+                                render=lambda m: prepare_prompt(model, messages=m, n_ctx=limit))
+        return prepared, prepared.grammar
+    if spec.asked() == "tools":
+        raise ParameterError("tools need messages= (a chat)", "tools")
+    if spec.json_schema is not None:
+        if grammar is not None:
+            raise ParameterError("give grammar= or json_schema=, not both", "grammar")
+        return None, json_schema_grammar(spec.json_schema)
+    return None, grammar
 
 
 def _parse_tool_calls(chunks: Iterator[Chunk], prepared: PreparedChat) -> Iterator[Chunk]:

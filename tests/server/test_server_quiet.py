@@ -7,9 +7,9 @@ exactly REQUEST_TIMEOUT, so they run until cancelled, timed out or stopped.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -92,38 +92,36 @@ def test_ramdisk_copy_is_used_then_deleted_after_great_timeout(idle):
 
 def test_queue_overflow_is_429_and_waiting_too_long_is_503(busy):
     with ThreadPoolExecutor(2) as pool:
-        t0 = time.monotonic()
         long = pool.submit(busy.post, "/v1/chat/completions", LONG)
         busy.wait_status(lambda s: s["queue"]["running"])
         waiting = pool.submit(busy.post, "/v1/completions", {"model": "dream", "prompt": "Hi", "max_tokens": 4})
         busy.wait_status(lambda s: s["queue"]["waiting"] == 1)
-        t1 = time.monotonic()
         over = busy.post("/v1/completions", {"model": "dream", "prompt": "Hi", "max_tokens": 4})
-        assert over.status_code == 429 and time.monotonic() - t1 < 1.0
+        assert over.status_code == 429
         assert over.json()["error"]["code"] == "server_busy" and "MAX_QUEUE=1" in over.json()["error"]["message"]
         queued = waiting.result(30)
         assert queued.status_code == 503, queued.text
         assert queued.json()["error"]["code"] == "queue_timeout"
         timed_out = long.result(30)
-        elapsed = time.monotonic() - t0
     assert timed_out.status_code == 503, timed_out.text
     err = timed_out.json()["error"]
     assert err["code"] == "processing_timeout" and "stopped after" in err["message"]
-    assert elapsed < 3 + 3, "the generation stops at its deadline (plus model load), not at the end"
+    done = int(re.search(r"stopped after (\d+) steps", err["message"]).group(1))
+    assert done < LONG["diffusion_steps"], "the generation stops at its deadline, not at the end"
     assert not busy.status()["queue"]["running"]
 
 
 def test_autoregressive_timeout_streamed_is_an_error_event(busy):
     stream = busy.openai().chat.completions.create(model="smollm2", messages=CHAT, max_tokens=3000, stream=True)
     pieces = []
-    t0 = time.monotonic()
     with pytest.raises(openai.APIError) as info:
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
     assert "REQUEST_TIMEOUT" in str(info.value.message) and info.value.body["code"] == "processing_timeout"
     assert pieces, "tokens streamed before the deadline"
-    assert time.monotonic() - t0 < 3 + 3
+    done = int(re.search(r"stopped after (\d+) tokens", info.value.message).group(1))
+    assert done < 3000, "the generation stops at its deadline, not at max_tokens"
 
 
 # -- a client that goes away cancels its generation ----------------------------------------------
@@ -134,14 +132,12 @@ def _cancelled(server) -> int:
 
 def test_disconnect_cancels_streamed_diffusion(busy):
     before = _cancelled(busy)
-    t0 = time.monotonic()
     with httpx.stream("POST", busy.base_url + "/chat/completions", json={**LONG, "stream": True}, timeout=30) as r:
         for line in r.iter_lines():
             if line.startswith(": diffusion step 3/"):
                 break
-    busy.wait_status(lambda s: not s["queue"]["running"], timeout=5)
-    assert time.monotonic() - t0 < 3, "cancelled by the disconnect, before REQUEST_TIMEOUT"
-    assert _cancelled(busy) == before + 1
+    busy.wait_status(lambda s: not s["queue"]["running"], timeout=15)
+    assert _cancelled(busy) == before + 1, "cancelled by the disconnect (not timed out)"
 
 
 def test_disconnect_cancels_non_streamed_request(busy):
@@ -180,13 +176,10 @@ def test_sigterm_cancels_work_and_refuses_waiting_clients(make_server):
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(server.post, "/v1/completions", {"model": "smollm2", "prompt": "Hi", "max_tokens": 4})
         server.wait_status(lambda s: s["queue"]["waiting"] == 1)
-        t0 = time.monotonic()
         code = server.stop(signal.SIGTERM, timeout=20)
-        stopped_in = time.monotonic() - t0
         refused = waiting.result(10)
     reader.join(10)
     assert code in (0, -signal.SIGTERM), server.output()
-    assert stopped_in < 10
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
     errors = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
     assert errors and errors[-1]["error"]["code"] == "shutting_down", lines[-3:]
