@@ -16,16 +16,20 @@ the problem, what llama.cpp would crash on or what plainly cannot work:
 
 It reads only the header (one pass; a large vocabulary takes a fraction of a second) and
 never the tensor data. What it accepts may still fail to load; llama.cpp then says why.
+``check_gguf_file`` is the cheap first look (a readable regular file with the GGUF magic).
 """
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelLoadError
-from .gguf_file import GGUFFormatError, GGUFHeader, read_header
+from .gguf_file import GGUFFormatError, GGUFHeader, NotRegularFileError, open_regular_file, read_header
+
+GGUF_MAGIC = b"GGUF"
 
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama-hparams.h)
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
@@ -42,6 +46,37 @@ class _Bad(GGUFFormatError):
 
 class _Unusable(_Bad):
     """Well-formed, but not a model Hoshikage can run."""
+
+
+def check_gguf_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path if it looks like a GGUF file, else raise ModelLoadError saying why.
+
+    Only regular files are opened (a FIFO would block, a device never end), without blocking,
+    and the message never shows the file's bytes.
+    """
+    try:
+        p = Path(path).expanduser()
+        st = p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelLoadError(f"model file not found: {p}") from None
+    except PermissionError as exc:
+        raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of links, ...
+        raise ModelLoadError(f"unusable model path {str(path)[:200]!r}: {exc}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelLoadError(f"model path is a directory, not a GGUF file: {p}")
+    try:
+        with os.fdopen(open_regular_file(p), "rb") as f:
+            magic = f.read(4)
+    except NotRegularFileError as exc:
+        raise ModelLoadError(f"model path is {exc.strerror}: {p}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
+    if len(magic) < 4:
+        raise ModelLoadError(f"model file is empty or truncated ({st.st_size} bytes): {p}")
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"not a GGUF file (it does not start with the GGUF magic bytes): {p}")
+    return p
 
 
 def _quant_sizes() -> dict[int, tuple[int, int]]:

@@ -6,73 +6,22 @@ unchecked input: paths are checked for existence and the GGUF magic first.
 """
 from __future__ import annotations
 
-import logging
 import os
-import stat
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import _ffi
+from ._llama_calls import _LlamaErrors, _load_deadline, _read_c_string
 from .chat_template import ChatMessage, TemplateBoundError, normalize_messages, render_jinja_chat_template
 from .errors import ClosedError, ModelLoadError
-from .gguf_check import check_gguf_structure
-from .gguf_file import NotRegularFileError, open_regular_file
+from .gguf_check import check_gguf_file, check_gguf_structure  # noqa: F401 - check_gguf_file re-exported
 from .text_limits import check_runs
 
 LLAMA_TOKEN_NULL = -1
-GGUF_MAGIC = b"GGUF"
 # enum llama_vocab_type (llama.h)
 VOCAB_NONE, VOCAB_SPM, VOCAB_BPE, VOCAB_WPM, VOCAB_UGM = 0, 1, 2, 3, 4
-
-
-def _load_deadline(timeout: float | None) -> Any:
-    """A llama_progress_callback that stops the load once ``timeout`` seconds have passed."""
-    if timeout is None:
-        return None
-    if timeout <= 0:
-        raise ValueError(f"load_timeout must be > 0 seconds, got {timeout!r}")
-    deadline = time.monotonic() + timeout
-
-    @_ffi.ffi.callback("bool(float, void *)")
-    def progress(fraction: float, user_data: Any) -> bool:
-        return time.monotonic() < deadline
-
-    return progress
-
-
-def check_gguf_file(path: str | os.PathLike) -> Path:
-    """Return ``path`` as a Path if it looks like a GGUF file, else raise ModelLoadError saying why.
-
-    Only regular files are opened (a FIFO would block, a device never end), without blocking,
-    and the message never shows the file's bytes.
-    """
-    try:
-        p = Path(path).expanduser()
-        st = p.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        raise ModelLoadError(f"model file not found: {p}") from None
-    except PermissionError as exc:
-        raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
-    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of links, ...
-        raise ModelLoadError(f"unusable model path {str(path)[:200]!r}: {exc}") from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise ModelLoadError(f"model path is a directory, not a GGUF file: {p}")
-    try:
-        with os.fdopen(open_regular_file(p), "rb") as f:
-            magic = f.read(4)
-    except NotRegularFileError as exc:
-        raise ModelLoadError(f"model path is {exc.strerror}: {p}") from None
-    except OSError as exc:
-        raise ModelLoadError(f"model file is not readable: {p} ({exc.strerror})") from exc
-    if len(magic) < 4:
-        raise ModelLoadError(f"model file is empty or truncated ({st.st_size} bytes): {p}")
-    if magic != GGUF_MAGIC:
-        raise ModelLoadError(f"not a GGUF file (it does not start with the GGUF magic bytes): {p}")
-    return p
 
 
 class Model:
@@ -437,48 +386,3 @@ class Model:
 
     def _token_text(self, token: int | None) -> str:
         return "" if token is None else self.token_to_piece(token, special=True).decode("utf-8", "replace")
-
-
-class _LlamaErrors(logging.Handler):
-    """Collects llama.cpp's error lines (routed to the ``hoshikage.llama`` logger) during a call
-    on this thread, so a failed load can say why."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
-        self._thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread and len(self.lines) < 20:
-            self.lines.append(record.getMessage().strip())
-
-    def __enter__(self) -> _LlamaErrors:
-        logging.getLogger("hoshikage.llama").addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger("hoshikage.llama").removeHandler(self)
-
-    def reason(self) -> str | None:
-        """The first specific lines (function-name prefixes and the generic "failed to load" dropped)."""
-        out: list[str] = []
-        for line in self.lines:
-            text = line.split("error loading model:", 1)[-1].strip()
-            head, sep, rest = text.partition(": ")
-            if sep and " " not in head:  # "gguf_init_from_reader: ..." -> "..."
-                text = rest.strip()
-            if text and "failed to load model" not in text and text not in out:
-                out.append(text)
-        return "; ".join(out[:2]) or None
-
-
-def _read_c_string(call: Any, size: int = 256) -> str | None:
-    """Call a llama.h ``(buf, buf_size) -> int`` getter, growing the buffer until it fits."""
-    while True:
-        buf = _ffi.ffi.new("char[]", size)
-        n = call(buf, size)
-        if n < 0:
-            return None
-        if n < size:
-            return _ffi.ffi.string(buf).decode("utf-8", "replace")
-        size = n + 1
