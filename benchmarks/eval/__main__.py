@@ -94,11 +94,13 @@ class Tally:
     tokens: int = 0
     seconds: float = 0.0
     canvases: list = field(default_factory=list)
+    answers: list = field(default_factory=list)  # (answer text, accepted) per prompt
 
     def figures(self) -> dict:
         return {"accuracy": self.ok / self.n if self.n else None, "n": self.n,
                 "forwards_per_answer_token": self.forwards / self.tokens if self.tokens else None,
-                "answer_tokens_per_s": self.tokens / self.seconds if self.seconds else None}
+                "answer_tokens_per_s": self.tokens / self.seconds if self.seconds else None,
+                "answers": self.answers}
 
 
 def run(args) -> dict:
@@ -133,7 +135,9 @@ def run(args) -> dict:
                     t = Tally()
                     for ln in lines:
                         a = runners[tool].answer(ln.prompt, cargs)
-                        t.ok += ln.score(a.text)
+                        right = ln.score(a.text)
+                        t.ok += right
+                        t.answers.append([a.text, right])
                         t.n += 1
                         t.forwards += a.forwards
                         t.tokens += a.answer_tokens
@@ -149,10 +153,13 @@ def run(args) -> dict:
         _compare_tools(rows)
         for r in rows:
             r.pop("_canvases")
+        retries = getattr(runners.get("llama-diffusion-cli"), "retries", None)
         for r in runners.values():
             r.close()
         results["models"][m.name] = {"path": str(m.path.relative_to(EVAL_DIR.parents[1])),
-                                     "cli_args": list(m.cli_args), "rows": rows}
+                                     "cli_args": list(m.cli_args), "rows": rows,
+                                     "prompts": {k: [ln.prompt for ln in v] for k, v in sets.items()},
+                                     "cli_reruns_for_lost_output": retries}
     return results
 
 
@@ -162,7 +169,7 @@ def _compare_tools(rows: list[dict]) -> None:
     for r in rows:
         by.setdefault((r["label"]), {})[r["tool"]] = r
     for pair in by.values():
-        if len(pair) == 2:
+        if len(pair) == 2 and "_canvases" in pair["hoshikage"]:
             h, c = pair["hoshikage"], pair["llama-diffusion-cli"]
             same = [a == b for t in h["_canvases"] for a, b in zip(h["_canvases"][t], c["_canvases"][t])]
             h["identical_canvas_vs_cli"] = c["identical_canvas_vs_cli"] = sum(same) / len(same)

@@ -235,17 +235,17 @@ def test_log_file_rotates_daily_to_dated_names(tmp_path):
 
 
 def test_default_models_are_registered_once_and_repointed_when_stale(tmp_path, native_build):
-    from hoshikage.server.defaults import AR_NAME, DIFFUSION_NAME, ensure_default_models
+    from hoshikage.server.defaults import AR_NAME, DIFFUSION_MODELS, ensure_default_models
 
+    name = "llada-tasks"  # a trained model (hoshikage/trained), not a random-weight test model
     reg = Registry(tmp_path)
-    assert sorted(ensure_default_models(reg)) == sorted([AR_NAME, DIFFUSION_NAME])
+    assert sorted(ensure_default_models(reg)) == sorted([AR_NAME, *DIFFUSION_MODELS])
     entries = reg.entries()
-    assert entries[DIFFUSION_NAME].test_model and "TEST MODEL" in entries[DIFFUSION_NAME].description
-    assert entries[DIFFUSION_NAME].path.is_file() and entries[AR_NAME].path.is_file()
+    assert not entries[name].test_model and "knows nothing else" in entries[name].description
+    assert entries[name].path.is_file() and entries[AR_NAME].path.is_file()
     assert ensure_default_models(reg) == []  # nothing to do the second time
-    # A user's change survives; an outdated generated file is replaced by the current one.
-    reg.add(ModelEntry(name=DIFFUSION_NAME, path=tmp_path / "llada-tiny-old.gguf", test_model=True,
-                       stop=("user-stop",), description="mine"))
-    assert ensure_default_models(reg) == [DIFFUSION_NAME]
-    entry = reg.entries()[DIFFUSION_NAME]
-    assert entry.path == entries[DIFFUSION_NAME].path and entry.stop == ("user-stop",)
+    # A user's change survives; an entry whose file is gone is repointed.
+    reg.add(ModelEntry(name=name, path=tmp_path / "llada-tasks-old.gguf", stop=("user-stop",), description="mine"))
+    assert ensure_default_models(reg) == [name]
+    entry = reg.entries()[name]
+    assert entry.path == entries[name].path and entry.stop == ("user-stop",)
