@@ -247,7 +247,8 @@ def render(results: dict, images: list[str]) -> str:
             if m:
                 a, b = m["load_average_1min"]
                 lines.append(f"- {name}: {m['started']}, {m['mode']} mode, {m['reps']} repetitions, {m['threads']} "
-                             f"thread(s), 1-min load {a:.2f} → {b:.2f}: `{m['command']}`")
+                             f"thread(s), 1-min load {a:.2f} → {b:.2f}"
+                             + (f", {m['cpu']}" if m.get("cpu") else "") + f": `{m['command']}`")
         again = [r for r in (results.get("diffusion") or {}).get("configs", []) if r.get("remeasured")]
         if again:
             lines.append(f"- diffusion configurations re-measured on {again[0]['remeasured']} "

@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(partial, {**results, "partial": True})
         results[name]["measured"] = {"started": started, "command": results["command"], "mode": results["mode"],
                                      "reps": args.reps, "threads": args.threads,
-                                     "load_average_1min": [load, os.getloadavg()[0]]}
+                                     "load_average_1min": [load, os.getloadavg()[0]],
+                                     "cpu": results["machine"].get("cpu")}
     results["errors"] = errors
     if args.merge:
         results = _merged(args.out / "results.json", results, args.sections, configs=bool(args.configs))
