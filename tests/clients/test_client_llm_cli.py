@@ -30,6 +30,7 @@ def llm_cli(server, tmp_path_factory):
         f"  model_name: smollm2\n"
         f"  api_base: \"{server.base_url}\"\n"
         f"  supports_schema: true\n"
+        f"  supports_tools: true\n"
         f"- model_id: hoshikage-no-schema\n"
         f"  model_name: smollm2\n"
         f"  api_base: \"{server.base_url}\"\n")
@@ -92,3 +93,12 @@ def test_json_object_option(llm_cli):
 def test_logprobs_are_refused_naming_the_field(llm_cli):
     out = llm_cli("-m", "hoshikage-smollm2", "-o", "logprobs", "2", "-o", "max_tokens", "4", "Hi")
     assert out.returncode != 0 and "logprobs" in out.stderr, (out.stdout, out.stderr)
+
+
+def test_tools_are_sent_and_accepted(llm_cli):
+    """``-T`` sends the tool's definition with ``tool_choice`` auto (llm has no way to require a
+    call); whether SmolLM2 calls it or answers in prose, the request is served."""
+    out = llm_cli("-m", "hoshikage-smollm2", "-T", "llm_version", "--td", "-o", "temperature", "0",
+                  "-o", "max_tokens", "48", "Which version of llm is installed? Use the tool.")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip(), out
