@@ -19,6 +19,7 @@ from ..model import Model
 from ..sampling.params import DiffusionParams
 from ..text_limits import check_prompt_text
 from .autoregressive import stream_autoregressive
+from .logprobs import MAX_TOP_LOGPROBS
 from .params import SamplingParams, check_number
 from .structured import PreparedChat, StructuredChat, prepare_chat, with_tool_calls
 from .types import Chunk, Completion, Timings
@@ -93,7 +94,7 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
              prompt_tokens: Sequence[int] | None = None,
              grammar: Grammar | None = None, tools: Sequence[dict] | None = None,
              tool_choice: str | dict = "auto", json_schema: dict | None = None,
-             parallel_tool_calls: bool | None = None) -> Completion | Iterator[Chunk]:
+             parallel_tool_calls: bool | None = None, logprobs: int | None = None) -> Completion | Iterator[Chunk]:
     """Generate text from ``prompt`` (raw text), ``messages`` (chat) or ``prompt_tokens``
     (already prepared by :func:`prepare_prompt`, so that a caller that needed the count first
     renders the chat template once).
@@ -115,6 +116,7 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     "none", "required" or ``{"type": "function", "function": {"name": ...}}``) lets the model
     call functions in its family's format, parsed into ``Completion.tool_calls`` (see
     ``generation.structured``). ``grammar`` is a raw GBNF constraint (``hoshikage.chat_format``).
+    ``logprobs`` (None = off, else 0-20 alternatives) reports each token's log probability.
 
     ``stream=True`` returns an iterator of Chunk (text deltas; a diffusion model yields its
     answer as one chunk); otherwise the Completion. ``context`` reuses a Context (it must be
@@ -135,6 +137,9 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     run = {"context": context, "n_ctx": n_ctx, "n_threads": n_threads, "should_stop": should_stop}
     if model.is_diffusion:
+        if logprobs is not None:
+            raise ParameterError("log probabilities need an autoregressive model: a diffusion model has no "
+                                 "per-token distribution in generation order", "logprobs")
         if grammar is not None:
             raise ParameterError("grammar-constrained output needs an autoregressive model: a diffusion model "
                                  "decides every position of its canvas in parallel, which a left-to-right "
@@ -146,7 +151,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     else:
         extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
                  "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
-        chunks = _autoregressive(model, prompt_tokens, max_tokens, stop, {**shared, **extra}, diffusion, grammar, run)
+        chunks = _autoregressive(model, prompt_tokens, max_tokens, stop, {**shared, **extra}, diffusion, grammar,
+                                 {**run, "logprobs": logprobs})
     if prepared is not None and prepared.chat_plan is not None:
         chunks = _parse_tool_calls(chunks, prepared)
     return chunks if stream else _collect(chunks)
@@ -159,8 +165,11 @@ def _autoregressive(model: Model, prompt_tokens: list[int], max_tokens: int, sto
         raise ParameterError(f"diffusion parameters were given, but {model.path.name} is an autoregressive "
                              "model", "diffusion")
     params = SamplingParams(**{k: v for k, v in sampling.items() if v is not None}).with_seed()
+    logprobs = run["logprobs"]
+    if logprobs is not None:
+        check_number("logprobs", logprobs, lo=0, hi=MAX_TOP_LOGPROBS, integer=True)
     return _stream_ar(model, prompt_tokens, max_tokens, params, stop, run["context"], run["n_ctx"],
-                      run["n_threads"], run["should_stop"], grammar)
+                      run["n_threads"], run["should_stop"], grammar, logprobs)
 
 
 def _structured(model: Model, messages: Sequence[ChatMessage | dict] | None, prompt_tokens: Sequence[int] | None,
@@ -209,7 +218,8 @@ def _diffusion_params(diffusion: DiffusionParams | dict | None, shared: dict[str
 
 def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling: SamplingParams,
                stop: Sequence[str], context: Context | None, n_ctx: int | None, n_threads: int | None,
-               should_stop: Callable[[], bool] | None, grammar: Grammar | None = None) -> Iterator[Chunk]:
+               should_stop: Callable[[], bool] | None, grammar: Grammar | None = None,
+               logprobs: int | None = None) -> Iterator[Chunk]:
     need = len(prompt_tokens) + max_tokens
     limit = context.n_ctx if context is not None else (n_ctx or model.n_ctx_train)
     if len(prompt_tokens) >= limit:
@@ -221,7 +231,8 @@ def _stream_ar(model: Model, prompt_tokens: list[int], max_tokens: int, sampling
         ctx = context or Context(model, n_ctx=min(limit, _round_up(need, 256)), n_threads=n_threads)
         try:
             yield from stream_autoregressive(model, ctx, prompt_tokens, max_tokens=max_tokens, sampling=sampling,
-                                             stop=stop, should_stop=should_stop, grammar=grammar)
+                                             stop=stop, should_stop=should_stop, grammar=grammar,
+                                             logprobs=logprobs)
         finally:
             if context is None:
                 ctx.close()

@@ -11,6 +11,7 @@ from ..chat_format import Grammar
 from ..context import Context
 from ..model import Model
 from .grammar_sampler import make_grammar_sampler, sample_checked
+from .logprobs import TokenLogprob, token_logprob
 from .params import SamplingParams
 from .text_stream import TextStream
 from .types import Chunk, Completion, Timings
@@ -77,13 +78,14 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
                           sampling: SamplingParams, stop: Sequence[str] = (),
                           should_stop: Callable[[], bool] | None = None,
                           extra_params: dict[str, Any] | None = None,
-                          grammar: Grammar | None = None) -> Iterator[Chunk]:
+                          grammar: Grammar | None = None, logprobs: int | None = None) -> Iterator[Chunk]:
     """Yield text deltas as tokens are generated; the last chunk carries the Completion.
 
     prompt + max_tokens must fit ``ctx.n_ctx`` (checked by the caller). The KV of the longest
     prefix ``ctx`` already holds is reused (``Context.reuse_prefix``: a chat's next turn decodes
     only what is new); ``Completion.cached_prompt_tokens`` says how many. ``should_stop`` is polled before each token; true cancels. ``grammar``
     constrains every token (see ``grammar_sampler``); GrammarError if it reaches a dead end.
+    ``logprobs`` (None = off, else how many alternatives, 0-20) adds each token's log probability.
     """
     t0 = time.perf_counter()
     cached = ctx.reuse_prefix(prompt_tokens)
@@ -92,6 +94,7 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
     t_prompt = time.perf_counter() - t0
     text = TextStream(stop)
     tokens: list[int] = []
+    token_logprobs: list[TokenLogprob] = []
     finish = "length"
     first_token_at = None
     params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), **(extra_params or {})}
@@ -110,20 +113,22 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
                 finish = "stop"
                 break
             tokens.append(tok)
+            lp = [] if logprobs is None else [token_logprob(model, ctx.logits_view()[-1], tok, logprobs)]
+            token_logprobs.extend(lp)
             delta = text.push(model.token_to_piece(tok, special=True))
             if text.stopped:
                 finish = "stop"
-                if delta:
-                    yield Chunk(delta, [tok])
+                if delta or lp:
+                    yield Chunk(delta, [tok], logprobs=lp)
                 break
-            if delta:
-                yield Chunk(delta, [tok])
+            if delta or lp:
+                yield Chunk(delta, [tok], logprobs=lp)
             if len(tokens) < max_tokens:
                 ctx.decode([tok], logits="last")
     tail = text.finish()
     timings = Timings(prompt_seconds=t_prompt, generation_seconds=time.perf_counter() - t0 - t_prompt,
                       first_token_seconds=first_token_at)
     completion = Completion(text=text.text, tokens=tokens, prompt_tokens=len(prompt_tokens),
-                            cached_prompt_tokens=cached,
+                            cached_prompt_tokens=cached, logprobs=token_logprobs if logprobs is not None else None,
                             finish_reason=finish, kind="autoregressive", timings=timings, params=params)
     yield Chunk(tail, [], finish, completion)

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ..chat_format import ToolCall
+from .logprobs import TokenLogprob
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -52,6 +53,7 @@ class Completion:
                    rest of the answer); finish_reason stays what ended the generation.
     cached_prompt_tokens: prompt tokens whose KV a reused context already held (not decoded
                    again; autoregressive only).
+    logprobs:      per generated token, when asked for (``generation.logprobs``), else None.
     """
 
     text: str
@@ -65,6 +67,7 @@ class Completion:
     notes: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     cached_prompt_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -93,3 +96,4 @@ class Chunk:
     tokens: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     completion: Completion | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of ``tokens``, when asked for

@@ -353,6 +353,7 @@ def _extra(plan: Plan) -> dict[str, Any]:
 async def _stream(state: ServerState, job: Job, fmt: Formatter, plan: Plan) -> AsyncIterator[str]:
     """SSE: AR token deltas; diffusion progress comments, then one content chunk; then [DONE]."""
     sent = ""
+    lp_sent = 0  # log probabilities already streamed
     role_sent = False
     finished = False
     try:
@@ -367,6 +368,10 @@ async def _stream(state: ServerState, job: Job, fmt: Formatter, plan: Plan) -> A
             elif kind == "delta":
                 yield sse(fmt.chunk(data, role=not role_sent))
                 role_sent, sent = True, sent + data
+            elif kind == "delta_logprobs":  # text with its tokens' log probabilities
+                text, lps = data
+                yield sse(fmt.chunk(text, role=not role_sent, logprobs=lps))
+                role_sent, sent, lp_sent = True, sent + text, lp_sent + len(lps)
             elif kind == "tool_delta":  # pieces of tool calls (OpenAI's delta.tool_calls)
                 yield sse(fmt.chunk(None, role=not role_sent, tool_calls=data))
                 role_sent = True
@@ -382,7 +387,8 @@ async def _stream(state: ServerState, job: Job, fmt: Formatter, plan: Plan) -> A
                 if not text.startswith(sent):
                     log.warning("streamed text is not a prefix of the final answer (job %d)", job.id)
                 # Diffusion pseudo-streaming: the whole answer is this one chunk.
-                yield sse(fmt.chunk(rest, role=not role_sent, finish_reason=finish(data),
+                rest_lps = data.logprobs[lp_sent:] if data.logprobs is not None else None
+                yield sse(fmt.chunk(rest, role=not role_sent, finish_reason=finish(data), logprobs=rest_lps,
                                     extra=extension(data, _extra(plan))))
                 if plan.include_usage:
                     yield sse(fmt.usage_chunk(data))

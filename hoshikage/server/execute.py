@@ -52,6 +52,7 @@ class Plan:
     stream_blocks: bool = False
     include_usage: bool = False
     structured: StructuredChat | None = None  # tools / response_format (chat only)
+    logprobs: int | None = None  # alternatives per token to report, None = off
     info: dict[str, Any] = field(default_factory=dict)  # filled by the runner: kind, timeout, ...
 
 
@@ -70,6 +71,7 @@ def make_plan(req: ChatCompletionRequest | CompletionRequest, entry: ModelEntry,
     if chat:
         messages = req.openai_messages() if structured is not None else req.as_messages()
     return Plan(endpoint="chat" if chat else "completions", entry=entry, structured=structured,
+                logprobs=req.requested_logprobs(),
                 messages=messages, prompt=None if chat else req.prompt,
                 max_tokens=max_tokens, stop=stop, sampling=sampling, diffusion=diffusion, stream=req.stream,
                 stream_blocks=bool(req.diffusion_stream_blocks),
@@ -165,13 +167,13 @@ class Runner(JobRunner):
 
         try:
             chunks = generate(model, prompt_tokens=prompt_tokens, max_tokens=plan.max_tokens, stream=True,
-                              stop=[*plan.stop, *prepared.stops], grammar=prepared.grammar,
+                              stop=[*plan.stop, *prepared.stops], grammar=prepared.grammar, logprobs=plan.logprobs,
                               context=context, on_step=on_step, should_stop=should_stop, **kwargs)
         except ValueError as exc:
             raise from_value_error(exc) from exc
         plan.info.update(kind=kind, timeout_s=timeout, prompt_tokens=n_prompt)
         job.emit("ready", {"kind": kind, "timeout_s": timeout, "prompt_tokens": n_prompt})
-        completion = self._run_chunks(job, chunks, kind, prepared, plan.stream)
+        completion = self._run_chunks(job, chunks, kind, prepared, plan)
         if completion.finish_reason == "cancelled":
             done = completion.timings.steps if kind == "diffusion" else completion.completion_tokens
             unit = "steps" if kind == "diffusion" else "tokens"
@@ -186,18 +188,23 @@ class Runner(JobRunner):
         return completion
 
     @staticmethod
-    def _run_chunks(job: Job, chunks: Any, kind: str, prepared: PreparedChat, stream: bool) -> Any:
-        """Drive the generation, emitting text deltas (and with tools, tool-call deltas) as they come;
-        the completion, with its tool calls parsed out."""
-        tool_stream = ToolCallStream(prepared.chat_plan) if stream and prepared.chat_plan else None
-        completion = None
+    def _run_chunks(job: Job, chunks: Any, kind: str, prepared: PreparedChat, plan: Plan) -> Any:
+        """Drive the generation, emitting text deltas (with their tokens' log probabilities when
+        asked for; with tools, tool-call deltas) as they come; the completion, with its tool calls
+        parsed out."""
+        tool_stream = ToolCallStream(prepared.chat_plan) if plan.stream and prepared.chat_plan else None
+        completion, pending = None, []
         try:
             for chunk in chunks:
+                pending.extend(chunk.logprobs)
                 if chunk.text and kind == "autoregressive":
-                    if tool_stream is None:
-                        job.emit("delta", chunk.text)
-                    else:
+                    if tool_stream is not None:
                         _emit_tool_deltas(job, *tool_stream.push(chunk.text))
+                    elif plan.logprobs is not None:
+                        job.emit("delta_logprobs", (chunk.text, pending))
+                        pending = []
+                    else:
+                        job.emit("delta", chunk.text)
                 if chunk.completion is not None:
                     completion = chunk.completion
         except (HoshikageError, ValueError) as exc:

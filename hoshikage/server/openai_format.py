@@ -23,6 +23,7 @@ class Formatter:
         self.model = model
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
+        self._offset = 0  # completions' text_offset: characters of the answer reported so far
 
     def _base(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
@@ -36,19 +37,21 @@ class Formatter:
             if completion.tool_calls:
                 message["content"] = completion.text or None
                 message["tool_calls"] = [tool_call_json(c) for c in completion.tool_calls]
-            out["choices"] = [{"index": 0, "message": message, "logprobs": None,
+            out["choices"] = [{"index": 0, "message": message, "logprobs": self.logprobs(completion.logprobs),
                                "finish_reason": finish(completion)}]
         else:
             out = self._base("text_completion")
-            out["choices"] = [{"index": 0, "text": completion.text, "logprobs": None,
+            out["choices"] = [{"index": 0, "text": completion.text, "logprobs": self.logprobs(completion.logprobs),
                                "finish_reason": finish(completion)}]
         out["usage"] = usage(completion)
         out["hoshikage"] = extension(completion, extra)
         return out
 
     def chunk(self, text: str | None, *, role: bool = False, finish_reason: str | None = None,
-              extra: dict[str, Any] | None = None, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """One streamed chunk; ``tool_calls``: OpenAI's ``delta.tool_calls`` pieces (with ``index``)."""
+              extra: dict[str, Any] | None = None, tool_calls: list[dict[str, Any]] | None = None,
+              logprobs: list[Any] | None = None) -> dict[str, Any]:
+        """One streamed chunk; ``tool_calls``: OpenAI's ``delta.tool_calls`` pieces (with ``index``);
+        ``logprobs``: the TokenLogprobs of this chunk's tokens."""
         if self.chat:
             out = self._base("chat.completion.chunk")
             delta: dict[str, Any] = {}
@@ -58,19 +61,43 @@ class Formatter:
                 delta["content"] = text
             if tool_calls:
                 delta["tool_calls"] = tool_calls
-            out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            out["choices"] = [{"index": 0, "delta": delta, "logprobs": self.logprobs(logprobs),
+                               "finish_reason": finish_reason}]
         else:
             out = self._base("text_completion")
-            out["choices"] = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}]
+            out["choices"] = [{"index": 0, "text": text or "", "logprobs": self.logprobs(logprobs),
+                               "finish_reason": finish_reason}]
         if extra is not None:
             out["hoshikage"] = extra
         return out
+
+    def logprobs(self, tokens: list[Any] | None) -> dict[str, Any] | None:
+        """OpenAI's logprobs object for ``tokens`` (TokenLogprob), or None when not asked for.
+        Chat: ``{"content": [{token, logprob, bytes, top_logprobs}], "refusal": null}``; completions:
+        ``{tokens, token_logprobs, top_logprobs, text_offset}``."""
+        if tokens is None:
+            return None
+        if self.chat:
+            return {"content": [{**_entry(t.text, t.piece, t.logprob),
+                                 "top_logprobs": [_entry(p.decode("utf-8", "replace"), p, lp) for _, p, lp in t.top]}
+                                for t in tokens], "refusal": None}
+        offsets = []
+        for t in tokens:
+            offsets.append(self._offset)
+            self._offset += len(t.text)
+        return {"tokens": [t.text for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+                "top_logprobs": [{p.decode("utf-8", "replace"): lp for _, p, lp in t.top} for t in tokens],
+                "text_offset": offsets}
 
     def usage_chunk(self, completion: Completion) -> dict[str, Any]:
         out = self._base("chat.completion.chunk" if self.chat else "text_completion")
         out["choices"] = []
         out["usage"] = usage(completion)
         return out
+
+
+def _entry(text: str, piece: bytes, logprob: float) -> dict[str, Any]:
+    return {"token": text, "logprob": logprob, "bytes": list(piece)}
 
 
 def usage(completion: Completion) -> dict[str, Any]:

@@ -248,8 +248,9 @@ class ChatCompletionRequest(GenerationFields):
     parallel_tool_calls: bool | None = None
     # Accepted by OpenAI, not implemented here: declared so that asking for them is refused
     # (see unsupported()) instead of being dropped with the other unknown fields.
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(None, description="Log probabilities of the answer's tokens "
+                                  "(autoregressive models).")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token (needs logprobs).")
     logit_bias: dict[str, Any] | None = None
     functions: list[Any] | None = None
     function_call: Any = None
@@ -259,8 +260,8 @@ class ChatCompletionRequest(GenerationFields):
 
     def unsupported(self) -> tuple[str, str] | None:
         """(field, why) for the first field asked for that Hoshikage does not implement, else None."""
-        checks = [("logprobs", bool(self.logprobs), "log probabilities are not supported yet"),
-                  ("top_logprobs", bool(self.top_logprobs), "log probabilities are not supported yet"),
+        checks = [("top_logprobs", self.top_logprobs is not None and not self.logprobs,
+                   "top_logprobs needs logprobs: true"),
                   ("logit_bias", bool(self.logit_bias), "logit_bias is not supported yet"),
                   ("functions", bool(self.functions), "the legacy functions field is not supported; send tools"),
                   ("function_call", self.function_call not in (None, "none", "auto"),
@@ -269,6 +270,10 @@ class ChatCompletionRequest(GenerationFields):
                   ("audio", self.audio is not None, "audio output is not supported"),
                   ("modalities", bool(self.modalities) and self.modalities != ["text"], "only text output")]
         return next(((name, why) for name, asked, why in checks if asked), None)
+
+    def requested_logprobs(self) -> int | None:
+        """How many alternatives per token to report (0: only the token's own), or None: off."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def uses_tool_history(self) -> bool:
         """Whether the history holds tool calls or tool results (which only llama.cpp's chat
@@ -290,7 +295,8 @@ class CompletionRequest(GenerationFields):
     prompt: str | list[str] = Field(..., description="Raw text (no chat template); one prompt only.")
     echo: bool = False
     # Accepted by OpenAI's completions, not implemented here (refused by unsupported()).
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5, description="Log probabilities of the answer's tokens and "
+                                 "this many alternatives each (autoregressive models).")
     logit_bias: dict[str, Any] | None = None
     suffix: str | None = None
     best_of: int | None = None
@@ -300,7 +306,6 @@ class CompletionRequest(GenerationFields):
     def unsupported(self) -> tuple[str, str] | None:
         """(field, why) for the first field asked for that Hoshikage does not implement, else None."""
         checks = [("echo", self.echo, "echo is not supported"),
-                  ("logprobs", self.logprobs not in (None, 0), "log probabilities are not supported yet"),
                   ("logit_bias", bool(self.logit_bias), "logit_bias is not supported yet"),
                   ("suffix", bool(self.suffix), "suffix (fill-in-the-middle) is not supported"),
                   ("best_of", self.best_of not in (None, 1), "only one completion is generated"),
@@ -322,6 +327,9 @@ class CompletionRequest(GenerationFields):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def requested_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class _Forbid(Checked):

@@ -129,12 +129,12 @@ def test_embeddings_default_needs_tiktoken_which_is_offline(server, offline_mess
     assert any(offline_message in text for text in chain), chain
 
 
-def test_logprobs_are_refused_naming_the_field(server):
-    """Not implemented yet: a 400 naming the field, never silently ignored."""
-    import openai
-
+def test_logprobs_reach_response_metadata(server):
+    """``ChatOpenAI(logprobs=True)`` gets one entry per answer token in response_metadata."""
     chat = langchain_openai.ChatOpenAI(base_url=server.base_url, api_key="unused", model="smollm2",
-                                       max_tokens=4, max_retries=0, logprobs=True)
-    with pytest.raises(openai.BadRequestError) as info:
-        chat.invoke("Hi")
-    assert info.value.body["param"] == "logprobs", info.value.body
+                                       max_tokens=6, max_retries=0, temperature=0, logprobs=True)
+    reply = chat.invoke("Hi")
+    content = reply.response_metadata["logprobs"]["content"]
+    assert content and all(entry["logprob"] <= 0 for entry in content)
+    assert "".join(entry["token"] for entry in content).strip() == reply.content.strip()
+

@@ -90,11 +90,6 @@ def test_json_object_option(llm_cli):
         assert out.stdout.lstrip().startswith("{"), out.stdout
 
 
-def test_logprobs_are_refused_naming_the_field(llm_cli):
-    out = llm_cli("-m", "hoshikage-smollm2", "-o", "logprobs", "2", "-o", "max_tokens", "4", "Hi")
-    assert out.returncode != 0 and "logprobs" in out.stderr, (out.stdout, out.stderr)
-
-
 def test_tools_are_sent_and_accepted(llm_cli):
     """``-T`` sends the tool's definition with ``tool_choice`` auto (llm has no way to require a
     call); whether SmolLM2 calls it or answers in prose, the request is served."""

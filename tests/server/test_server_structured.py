@@ -1,4 +1,4 @@
-"""Structured output and tool calls against a live server, through the openai SDK as clients
+"""Structured output, tool calls and log probabilities against a live server, through the openai SDK as clients
 send them: ``response_format`` (json_object, json_schema, the SDK's ``parse`` with a pydantic
 model), ``tools`` with every ``tool_choice``, streamed ``delta.tool_calls``, tool results in the
 history; diffusion models and unimplemented fields refused naming the field."""
@@ -139,7 +139,7 @@ def test_diffusion_models_refuse_both_naming_the_field(server):
     refused(server.post("/v1/chat/completions", {**body, "tools": [WEATHER]}), "tools")
 
 
-@pytest.mark.parametrize("field,value", [("logprobs", True), ("top_logprobs", 2), ("logit_bias", {"1": 5}),
+@pytest.mark.parametrize("field,value", [("top_logprobs", 2), ("logit_bias", {"1": 5}),
                                          ("functions", [WEATHER["function"]])])
 def test_unimplemented_fields_are_refused_not_ignored(server, field, value):
     body = {"model": "smollm2", "messages": ASK, "max_tokens": 4, field: value}
@@ -154,4 +154,41 @@ def test_bad_tool_requests_name_their_field(server):
     r = server.post("/v1/chat/completions", {**body, "response_format": {"type": "json_schema"}})
     assert r.status_code == 422 and r.json()["error"]["param"].startswith("response_format"), r.text
     assert server.post("/v1/completions", {"model": "smollm2", "prompt": "x", "max_tokens": 2,
-                                           "logprobs": 3}).json()["error"]["param"] == "logprobs"
+                                           "echo": True}).json()["error"]["param"] == "echo"
+
+
+def test_chat_logprobs_in_openai_shape(client):
+    r = client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=8, temperature=0,
+                                       logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].token == entry.token  # greedy: the likeliest token was chosen
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+
+
+def test_streamed_logprobs_add_up_to_the_answer(client):
+    stream = client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=8, temperature=0,
+                                            logprobs=True, stream=True, stream_options={"include_usage": True})
+    text, tokens, usage = "", [], None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            if chunk.choices[0].logprobs is not None:
+                tokens += chunk.choices[0].logprobs.content or []
+    assert len(tokens) == usage.completion_tokens and "".join(t.token for t in tokens).startswith(text[:1])
+
+
+def test_completions_logprobs(client):
+    r = client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=4,
+                                  temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == r.usage.completion_tokens
+    assert lp.text_offset[0] == 0 and all(len(alts) == 2 for alts in lp.top_logprobs)
+
+
+def test_logprobs_are_refused_for_diffusion_models(server):
+    refused(server.post("/v1/chat/completions", {"model": "llada", "messages": ASK, "max_tokens": 8,
+                                                 "logprobs": True}), "logprobs")
