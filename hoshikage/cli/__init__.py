@@ -7,14 +7,9 @@ import logging
 import sys
 
 from . import generate as _generate
+from . import server_commands as _server_commands
 
-SUBCOMMANDS = [_generate]
-try:  # the server's commands (serve, add, rm, list) need the server extras
-    from . import server_commands as _server_commands
-
-    SUBCOMMANDS.append(_server_commands)
-except ImportError:  # pragma: no cover - only without fastapi/uvicorn
-    pass
+SUBCOMMANDS = [_generate, _server_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,7 +77,6 @@ class SamplerChain:
 def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, max_tokens: int,
                           sampling: SamplingParams, stop: Sequence[str] = (),
                           should_stop: Callable[[], bool] | None = None,
-                          extra_params: dict[str, Any] | None = None,
                           grammar: Grammar | None = None, logprobs: int | None = None) -> Iterator[Chunk]:
     """Yield text deltas as tokens are generated; the last chunk carries the Completion.
 
@@ -97,7 +96,7 @@ def stream_autoregressive(model: Model, ctx: Context, prompt_tokens: Sequence[in
     token_logprobs: list[TokenLogprob] = []
     finish = "length"
     first_token_at = None
-    params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), **(extra_params or {})}
+    params = {**asdict(sampling), "max_tokens": max_tokens, "stop": list(stop), }
     if grammar is not None:
         params["grammar"] = "lazy" if grammar.lazy else "full"
     constraint = make_grammar_sampler(model, grammar) if grammar is not None else None

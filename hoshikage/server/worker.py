@@ -58,9 +58,6 @@ class Job:
             self.cancel_reason = reason
             self.cancelled.set()
 
-    def should_stop(self) -> bool:
-        return self.cancelled.is_set()
-
 
 class Worker:
     def __init__(self, run: Callable[[Job], None], *, max_queue: int, tick: Callable[[], None] | None = None,
@@ -106,10 +103,6 @@ class Worker:
         if cancel_running:
             job.cancel(reason)
         return False
-
-    def queue_length(self) -> int:
-        with self._cond:
-            return len(self._waiting)
 
     def status(self) -> dict[str, Any]:
         with self._cond:
