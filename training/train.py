@@ -26,11 +26,15 @@ RECIPES: dict[str, dict] = {
     "llada-tasks": {"arch": "llada", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 4,
                     "n_ff": 256, "seed": 0, "steps": 2400, "stop_at": 1800, "batch": 32,
                     "lr": 3e-3, "warmup": 100, "weight_decay": 0.01, "eps": 0.02,
-                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True}]},
+                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True},
+                             {"steps": 600, "lr": 1e-3, "warmup": 20, "batch": 48, "stratified_t": True},
+                             {"steps": 600, "lr": 7e-4, "warmup": 20, "batch": 48, "stratified_t": True}]},
     "dream-tasks": {"arch": "dream", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 2,
                     "n_ff": 256, "seed": 0, "steps": 2400, "stop_at": 1800, "batch": 32,
                     "lr": 3e-3, "warmup": 100, "weight_decay": 0.01, "eps": 0.02,
-                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True}]},
+                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True},
+                             {"steps": 600, "lr": 1e-3, "warmup": 20, "batch": 48, "stratified_t": True},
+                             {"steps": 600, "lr": 7e-4, "warmup": 20, "batch": 48, "stratified_t": True}]},
 }
 
 
