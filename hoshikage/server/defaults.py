@@ -17,7 +17,7 @@ from .registry import ModelEntry, Registry
 log = logging.getLogger("hoshikage.server")
 
 AR_NAME = "smollm2"
-TASK_PROMPTS = "'47 in words', '58+7=', 'unscramble aelst', '3 fruits, no kiwi'"
+TASK_PROMPTS = "'63 in words', 'unscramble dstuy', '85+3='"
 # Registry defaults per trained model: the decoding its accuracy was measured with. The
 # server's canvas is prompt + max_tokens (LLaDA's block schedule rounds it up to 32s).
 DIFFUSION_MODELS = {
@@ -30,7 +30,7 @@ DIFFUSION_MAX_TOKENS = 32
 def _describe(name: str, arch: str) -> str:
     return (f"{name}: a 0.5M-parameter {arch} diffusion model trained only on synthetic tasks "
             f"(number words 0-99, 2-digit + 1-digit addition, anagrams, three items of a category); "
-            f"ask e.g. {TASK_PROMPTS}. It knows nothing else.")
+            f"ask e.g. {TASK_PROMPTS} (it gets many wrong: docs/trained-models.md). It knows nothing else.")
 
 
 def ensure_default_models(registry: Registry) -> list[str]:

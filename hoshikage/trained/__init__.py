@@ -26,7 +26,7 @@ class TrainedModel:
     file: str
     cli_args: tuple[str, ...]   # the defaults: -ub (canvas, prompt included), steps, schedule, ...
     diffusion: dict             # the same defaults as hoshikage DiffusionParams fields
-    example_prompt: str = "47 in words"  # a prompt it answers (printed by `hoshikage serve`)
+    example_prompt: str = "63 in words"  # a prompt it answers (printed by `hoshikage serve`)
     canvas: int = 96
 
     @property
@@ -44,7 +44,7 @@ TRAINED_MODELS: dict[str, TrainedModel] = {
         "dream-tasks", "dream", "dream-tasks.gguf",
         ("-ub", "96", "--diffusion-steps", "48", "--diffusion-eps", "0.001",
          "--diffusion-algorithm", "4", "--temp", "0", "--top-k", "0", "--top-p", "1.0", "--seed", "0"),
-        {"steps": 48, "schedule": 0, "eps": 0.001, "algorithm": 4}, "unscramble aelst"),
+        {"steps": 48, "schedule": 0, "eps": 0.001, "algorithm": 4}, "unscramble dstuy"),
 }
 
 
