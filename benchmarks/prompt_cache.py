@@ -24,14 +24,12 @@ import http.client
 import json
 import random
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import BenchError, alternate, hk_env, ratio, summary
-from .server import _free_port, _wait_ready, find_llama_server
+from .common import BenchError, alternate, ratio, summary
+from .server import _free_port, _wait_ready, find_llama_server, start_hoshikage_server
 
 WORDS = ("river stone light garden window paper music winter market bridge cloud forest engine harbor "
          "village lantern mountain letter kitchen station orchard silver candle thunder meadow signal "
@@ -121,24 +119,9 @@ def _stream(port: int, body: dict) -> dict[str, Any]:
             "prompt_ms_server": timings.get("prompt_ms")}
 
 
-def _start_hk(model_path: Path, threads: int, cache: bool) -> tuple[subprocess.Popen, int, Path]:
-    home = Path(tempfile.mkdtemp(prefix="hoshikage-bench-cache-"))
-    (home / "model_map.json").write_text(json.dumps({"smollm2": {"path": str(model_path), "stop": []}}))
-    port = _free_port()
-    env = {**hk_env(), "HOSHIKAGE_HOME": str(home), "N_THREADS": str(threads), "RAMDISK_PATH": "",
-           "LOG_LEVEL": "WARNING", "IDLE_TIMEOUT": "3600", "N_CTX": "4096",
-           "PROMPT_CACHE": "true" if cache else "false"}
-    env.pop("API_KEY", None)
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "hoshikage", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--home", str(home)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_ready(("127.0.0.1", port), "/v1/status", proc)
-    except BenchError as exc:
-        proc.kill()
-        raise BenchError(f"{exc}; its log: {(home / 'server.log').read_text()[-2000:]}") from None
-    return proc, port, home
-
+def _start_hk(model_path: Path, threads: int, cache: bool) -> tuple[subprocess.Popen, int]:
+    return start_hoshikage_server(model_path, threads, {"N_CTX": "4096",
+                                                        "PROMPT_CACHE": "true" if cache else "false"})
 
 def _stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
@@ -185,8 +168,8 @@ def run_prompt_cache(model_path: Path, threads: int, reps: int, quick: bool,
     conv = build(model_path, 1000 if quick else 2000)
     log(f"    conversation: {conv['turns']} exchanges, previous turn {conv['previous_tokens']} tokens, next turn "
         f"{conv['next_tokens']} tokens, {conv['max_tokens']} tokens answered (bucket {conv['bucket']})")
-    a, pa, _ = _start_hk(model_path, threads, cache=True)
-    b, pb, _ = _start_hk(model_path, threads, cache=False)
+    a, pa = _start_hk(model_path, threads, cache=True)
+    b, pb = _start_hk(model_path, threads, cache=False)
     try:
         rows = _pair(conv, pa, pb, reps, log, {}, {})
     finally:

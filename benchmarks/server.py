@@ -105,13 +105,15 @@ def find_llama_server() -> Path | None:
     return path if path.is_file() else None
 
 
-def _start_hoshikage_server(model_path: Path, threads: int) -> tuple[subprocess.Popen, int]:
-    """``hoshikage serve`` with a registry holding only this model; returns once it answers."""
+def start_hoshikage_server(model_path: Path, threads: int,
+                           extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """``hoshikage serve`` with a registry holding only this model (as ``smollm2``), its settings
+    plus ``extra_env``; returns (process, port) once it answers."""
     home = Path(tempfile.mkdtemp(prefix="hoshikage-bench-"))
     (home / "model_map.json").write_text(json.dumps({"smollm2": {"path": str(model_path), "stop": []}}))
     port = _free_port()
     env = {**hk_env(), "HOSHIKAGE_HOME": str(home), "N_THREADS": str(threads), "RAMDISK_PATH": "",
-           "LOG_LEVEL": "WARNING", "IDLE_TIMEOUT": "3600"}
+           "LOG_LEVEL": "WARNING", "IDLE_TIMEOUT": "3600", **(extra_env or {})}
     env.pop("API_KEY", None)
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "hoshikage", "serve", "--host", "127.0.0.1", "--port",
@@ -130,7 +132,7 @@ def run_server(model_path: Path, threads: int, reps: int, max_tokens: int,
 
     messages = [{"role": "user", "content": QUESTION}]
     body = {"model": "smollm2", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": 1}
-    server, port = _start_hoshikage_server(model_path, threads)
+    server, port = start_hoshikage_server(model_path, threads)
     try:
         client = _Client(port)
         client.post("/v1/chat/completions", body)  # warm-up: loads the model
@@ -182,7 +184,7 @@ def _vs_llama_server(model_path: Path, threads: int, reps: int, max_tokens: int,
                            "builds it (a separate cached build, ~10 min on 2 cores)"}
     log("    against llama-server")
     p_ls = _free_port()
-    hk_server, p_hk = _start_hoshikage_server(model_path, threads)
+    hk_server, p_hk = start_hoshikage_server(model_path, threads)
     procs = [hk_server, subprocess.Popen([str(exe), "-m", str(model_path), "--host", "127.0.0.1", "--port",
                                           str(p_ls), "-t", str(threads), "-c", "4096", "-np", "1"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

@@ -21,7 +21,6 @@ from ..errors import ContextError, GenerationCancelled, HoshikageError
 from .errors import APIError
 from .job_runner import JobRunner, deadline_stop
 from .registry import ModelEntry
-from .residency import Residency
 from .schemas import EmbeddingRequest
 from .settings import Settings
 from .worker import Job

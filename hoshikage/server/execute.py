@@ -26,7 +26,6 @@ from .errors import APIError, from_value_error
 from .memory import bucket, estimate_diffusion
 from .param_fields import merged
 from .registry import ModelEntry
-from .residency import Residency
 from .schemas import ChatCompletionRequest, CompletionRequest
 from .settings import Settings
 from .job_runner import JobRunner, deadline_stop
