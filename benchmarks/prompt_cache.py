@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .common import BenchError, alternate, ratio, summary
-from .server import _free_port, _wait_ready, find_llama_server, start_hoshikage_server
+from .server import _free_port, _wait_ready, find_llama_server, start_hoshikage_server, stop_processes
 
 WORDS = ("river stone light garden window paper music winter market bridge cloud forest engine harbor "
          "village lantern mountain letter kitchen station orchard silver candle thunder meadow signal "
@@ -123,16 +123,6 @@ def _start_hk(model_path: Path, threads: int, cache: bool) -> tuple[subprocess.P
     return start_hoshikage_server(model_path, threads, {"N_CTX": "4096",
                                                         "PROMPT_CACHE": "true" if cache else "false"})
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 def _pair(conv: dict, cached_port: int, uncached_port: int, reps: int, log: Callable[[str], None],
           extra_cached: dict, extra_uncached: dict) -> list[dict[str, dict]]:
     base = {"model": "smollm2", "temperature": 0, "seed": 1, "max_tokens": conv["max_tokens"]}
@@ -173,7 +163,7 @@ def run_prompt_cache(model_path: Path, threads: int, reps: int, quick: bool,
     try:
         rows = _pair(conv, pa, pb, reps, log, {}, {})
     finally:
-        _stop([a, b])
+        stop_processes([a, b])
     out = {"previous_tokens": conv["previous_tokens"], "next_tokens": conv["next_tokens"],
            "turns": conv["turns"], "max_tokens": conv["max_tokens"], "bucket": conv["bucket"],
            **_summarise(rows)}
@@ -205,7 +195,7 @@ def _vs_llama_server(model_path: Path, threads: int, reps: int, conv: dict,
             _wait_ready(("127.0.0.1", port), "/health", p)
         rows = _pair(conv, ports[0], ports[1], reps, log, {"cache_prompt": True}, {"cache_prompt": False})
     finally:
-        _stop(procs)
+        stop_processes(procs)
     out = {"llama_server": str(exe), **_summarise(rows)}
     log(f"    llama-server TTFT cached {out['cached_ttft_ms']['median']:.0f} ms, uncached "
         f"{out['uncached_ttft_ms']['median']:.0f} ms, ratio {out['ttft_ratio']['median']:.2f}")

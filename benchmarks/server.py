@@ -105,6 +105,17 @@ def find_llama_server() -> Path | None:
     return path if path.is_file() else None
 
 
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """Terminate every process, then wait for each (killed after 30 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def start_hoshikage_server(model_path: Path, threads: int,
                            extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     """``hoshikage serve`` with a registry holding only this model (as ``smollm2``), its settings
@@ -207,13 +218,7 @@ def _vs_llama_server(model_path: Path, threads: int, reps: int, max_tokens: int,
 
         rows = alternate(reps, [("llama_server", ls_side), ("hoshikage_server", hk_side)], log)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
     # Throughput per request (answers may differ in length if the templates differ).
     tps = {side: [r[side]["completion_tokens"] / (r[side]["wall_ms"] / 1000) for r in rows]
            for side in ("llama_server", "hoshikage_server")}

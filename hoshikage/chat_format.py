@@ -80,15 +80,22 @@ class ChatPlan:
     preserved_tokens: tuple[str, ...] = ()
 
 
+def shim_error(error: Any) -> str:
+    """The message a shim call left in ``error`` (``char **``), freed; "unknown error" if none."""
+    ffi, chat = _ffi.ffi, _ffi.chat_lib()
+    if error[0] == ffi.NULL:
+        return "unknown error"
+    try:
+        return ffi.string(error[0]).decode("utf-8", "replace")
+    finally:
+        chat.hk_chat_free(error[0])
+
+
 def _take_string(chat: Any, ptr: Any, error: Any, what: str) -> str:
     """The malloc'd result of a shim call as text (freed), or ChatFormatError with its message."""
     ffi = _ffi.ffi
     if ptr == ffi.NULL:
-        message = "unknown error"
-        if error[0] != ffi.NULL:
-            message = ffi.string(error[0]).decode("utf-8", "replace")
-            chat.hk_chat_free(error[0])
-        raise ChatFormatError(f"{what}: {message}")
+        raise ChatFormatError(f"{what}: {shim_error(error)}")
     try:
         return ffi.string(ptr).decode("utf-8", "replace")
     finally:

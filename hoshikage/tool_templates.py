@@ -12,6 +12,8 @@ The model's own system prompt (its template's default when the conversation has 
 """
 from __future__ import annotations
 
+import json
+
 CHATML_MARKERS = ("<|im_start|>", "<|im_end|>")
 
 # {default_system} is filled in per model (see chatml_tool_template).
@@ -55,6 +57,4 @@ def is_chatml(template: str | None) -> bool:
 
 def chatml_tool_template(default_system: str = "") -> str:
     """The template, with ``default_system`` as the system turn of conversations that have none."""
-    import json
-
     return _TEMPLATE.replace("DEFAULT_SYSTEM", json.dumps(default_system))

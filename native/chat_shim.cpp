@@ -37,6 +37,20 @@ void set_error(char ** error, const std::string & message) {
     }
 }
 
+// Runs f() and returns its result; any exception instead sets *error and returns ``failed``,
+// so that no C++ exception crosses into the C caller.
+template <typename R, typename F>
+R guarded(char ** error, const char * what, R failed, F && f) {
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        set_error(error, e.what());
+    } catch (...) {
+        set_error(error, what);
+    }
+    return failed;
+}
+
 // Regex for a trigger, as common_sampler_init builds it (common/sampling.cpp).
 std::string escape_regex(const std::string & s) {
     static const std::string special = "\\^$.|?*+()[]{}";
@@ -73,27 +87,17 @@ void hk_chat_free(void * p) { std::free(p); }
 
 // {"schema": <JSON Schema>} -> GBNF text with root rule "root".
 char * hk_json_schema_to_grammar(const char * schema_json, char ** error) {
-    try {
+    return guarded(error, "unknown error converting the JSON schema", static_cast<char *>(nullptr), [&]() {
         return copy_out(json_schema_to_grammar(common_json::parse(schema_json)));
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error converting the JSON schema");
-    }
-    return nullptr;
+    });
 }
 
 // The model's chat templates (its own, or template_override when non-empty), for hk_chat_apply.
 void * hk_chat_templates_init(const struct llama_model * model, const char * template_override, char ** error) {
-    try {
+    return guarded(error, "unknown error reading the chat template", static_cast<void *>(nullptr), [&]() {
         auto tmpls = common_chat_templates_init(model, template_override ? template_override : "");
         return tmpls.release();
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error reading the chat template");
-    }
-    return nullptr;
+    });
 }
 
 void hk_chat_templates_free(void * tmpls) {
@@ -102,18 +106,14 @@ void hk_chat_templates_free(void * tmpls) {
 
 // {"supports_tools": bool, "supports_tool_calls": bool, ...}: what llama.cpp found the template can do.
 char * hk_chat_templates_caps(void * tmpls_handle, char ** error) {
-    try {
+    return guarded(error, "unknown error reading the template's capabilities",
+                   static_cast<char *>(nullptr), [&]() {
         common_json out = common_json::object();
         for (const auto & kv : common_chat_templates_get_caps(static_cast<common_chat_templates *>(tmpls_handle))) {
             out[kv.first] = kv.second;
         }
         return copy_out(out.dump());
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error reading the template's capabilities");
-    }
-    return nullptr;
+    });
 }
 
 // inputs: {"messages": [OpenAI messages], "tools": [OpenAI tools], "tool_choice": "auto"|"none"|"required",
@@ -123,7 +123,7 @@ char * hk_chat_templates_caps(void * tmpls_handle, char ** error) {
 //     "trigger_tokens": [id], "preserved_tokens": [text], "additional_stops": [text],
 //     "generation_prompt", "parser", "supports_parallel_tool_calls"}
 char * hk_chat_apply(void * tmpls_handle, const char * inputs_json, char ** error) {
-    try {
+    return guarded(error, "unknown error applying the chat template", static_cast<char *>(nullptr), [&]() {
         auto * tmpls = static_cast<common_chat_templates *>(tmpls_handle);
         common_json in = common_json::parse(inputs_json);
         common_chat_templates_inputs inputs;
@@ -173,18 +173,13 @@ char * hk_chat_apply(void * tmpls_handle, const char * inputs_json, char ** erro
         out["parser"] = params.parser;
         out["supports_parallel_tool_calls"] = (bool) caps["supports_parallel_tool_calls"];
         return copy_out(out.dump());
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error applying the chat template");
-    }
-    return nullptr;
+    });
 }
 
 // parser: {"format", "generation_prompt", "parser"} as hk_chat_apply returned them.
 // -> {"content", "reasoning_content", "tool_calls": [{"name", "arguments", "id"}]}
 char * hk_chat_parse(const char * parser_json, const char * text, bool is_partial, char ** error) {
-    try {
+    return guarded(error, "unknown error parsing the model's output", static_cast<char *>(nullptr), [&]() {
         common_json in = common_json::parse(parser_json);
         common_chat_parser_params params;
         params.format = static_cast<common_chat_format>(in.at("format").get<int32_t>());
@@ -208,40 +203,25 @@ char * hk_chat_parse(const char * parser_json, const char * text, bool is_partia
         out["reasoning_content"] = msg.reasoning_content;
         out["tool_calls"] = calls;
         return copy_out(out.dump());
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error parsing the model's output");
-    }
-    return nullptr;
+    });
 }
 
 // llama_sampler_sample, with any exception (a grammar that rejects every candidate) turned
 // into a return of -1 and *error set. 0 on success, the token in *token.
 int32_t hk_sampler_sample_checked(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
                                   llama_token * token, char ** error) {
-    try {
+    return guarded(error, "unknown error in the sampler", int32_t(-1), [&]() {
         *token = llama_sampler_sample(smpl, ctx, idx);
         return 0;
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error in the sampler");
-    }
-    return -1;
+    });
 }
 
 // llama_sampler_accept (e.g. feeding a grammar tokens the template already placed), exception-safe.
 int32_t hk_sampler_accept_checked(struct llama_sampler * smpl, llama_token token, char ** error) {
-    try {
+    return guarded(error, "unknown error in the sampler", int32_t(-1), [&]() {
         llama_sampler_accept(smpl, token);
         return 0;
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error in the sampler");
-    }
-    return -1;
+    });
 }
 
 // llama_sampler_init_grammar / _lazy_patterns, exception-safe (NULL and *error on a bad grammar).
@@ -249,7 +229,8 @@ struct llama_sampler * hk_sampler_init_grammar_checked(const struct llama_vocab 
                                                        const char * const * trigger_patterns, size_t n_patterns,
                                                        const llama_token * trigger_tokens, size_t n_tokens,
                                                        bool lazy, char ** error) {
-    try {
+    return guarded(error, "unknown error building the grammar sampler",
+                   static_cast<struct llama_sampler *>(nullptr), [&]() {
         llama_sampler * s = lazy
             ? llama_sampler_init_grammar_lazy_patterns(vocab, grammar, "root", const_cast<const char **>(trigger_patterns),
                                                        n_patterns, trigger_tokens, n_tokens)
@@ -258,12 +239,7 @@ struct llama_sampler * hk_sampler_init_grammar_checked(const struct llama_vocab 
             set_error(error, "llama.cpp could not parse the grammar");
         }
         return s;
-    } catch (const std::exception & e) {
-        set_error(error, e.what());
-    } catch (...) {
-        set_error(error, "unknown error building the grammar sampler");
-    }
-    return nullptr;
+    });
 }
 
 }  // extern "C"

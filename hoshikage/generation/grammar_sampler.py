@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _ffi
-from ..chat_format import Grammar
+from ..chat_format import Grammar, shim_error
 from ..errors import HoshikageError
 
 
@@ -20,12 +20,7 @@ class GrammarError(HoshikageError):
 
 
 def _raise(error: Any, what: str) -> None:
-    ffi, chat = _ffi.ffi, _ffi.chat_lib()
-    message = "unknown error"
-    if error[0] != ffi.NULL:
-        message = ffi.string(error[0]).decode("utf-8", "replace")
-        chat.hk_chat_free(error[0])
-    raise GrammarError(f"{what}: {message}")
+    raise GrammarError(f"{what}: {shim_error(error)}")
 
 
 def prefill_tokens(model: Any, text: str) -> list[int]:
