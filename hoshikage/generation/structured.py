@@ -77,7 +77,7 @@ def resolve_tool_choice(spec: StructuredChat) -> tuple[list[Mapping[str, Any]], 
 
 
 def prepare_chat(model: Any, messages: Sequence[Mapping[str, Any]], spec: StructuredChat, *,
-                 n_ctx: int | None = None, render: Callable[..., list[int]] | None = None) -> PreparedChat:
+                 render: Callable[..., list[int]], n_ctx: int | None = None) -> PreparedChat:
     """The prompt and constraints for ``messages`` under ``spec``.
 
     ``render(messages)`` makes the prompt tokens when the model's own template is used (the
@@ -94,8 +94,7 @@ def prepare_chat(model: Any, messages: Sequence[Mapping[str, Any]], spec: Struct
     try:
         if tools or has_tool_history(messages):
             return _through_llama_cpp(model, messages, tools, choice, schema, spec.parallel_tool_calls, n_ctx)
-        tokens = render(messages) if render is not None else _plain_tokens(model, messages, n_ctx)
-        return PreparedChat(tokens, json_schema_grammar(schema) if schema is not None else None)
+        return PreparedChat(render(messages), json_schema_grammar(schema) if schema is not None else None)
     except ChatFormatError as exc:
         raise ParameterError(str(exc), asked or "messages") from exc
 
@@ -112,12 +111,6 @@ def _through_llama_cpp(model: Any, messages: Sequence[Mapping[str, Any]], tools:
     check_prompt_text(plan.prompt, n_ctx or model.n_ctx_train or 4096, "messages")
     tokens = model.tokenize(plan.prompt, add_special=True, parse_special=True)
     return PreparedChat(tokens, plan.grammar, plan.additional_stops, plan if tools else None)
-
-
-def _plain_tokens(model: Any, messages: Sequence[Mapping[str, Any]], n_ctx: int | None) -> list[int]:
-    from . import prepare_prompt
-
-    return prepare_prompt(model, messages=messages, n_ctx=n_ctx)
 
 
 def new_call_id() -> str:
