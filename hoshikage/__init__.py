@@ -12,7 +12,7 @@ from .errors import (ClosedError, ContextError, DecodeError, GenerationCancelled
                      ModelLoadError)
 from .generation import Chunk, Completion, SamplingParams, generate, prepare_prompt
 from .model import Model
-from .models import smollm2_path
+from .default_models import smollm2_path
 from .progress import ProgressBar, progress_bar
 from .sampling.params import Algorithm, DiffusionParams, Schedule
 

@@ -21,7 +21,7 @@ def native_build():
 
 @pytest.fixture(scope="session")
 def smollm2_path():
-    from hoshikage.models import smollm2_path
+    from hoshikage.default_models import smollm2_path
 
     return smollm2_path()
 

@@ -38,7 +38,7 @@ def ensure_default_models(registry: Registry) -> list[str]:
 
     An existing entry is left alone, except that its path is updated when its file is gone.
     """
-    from ..models import smollm2_path
+    from ..default_models import smollm2_path
     from ..trained import trained_model_path
 
     entries = registry.entries()
