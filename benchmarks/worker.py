@@ -16,7 +16,7 @@ import numpy as np
 
 def identity(job: dict) -> dict:
     import hoshikage as hk
-    from hoshikage.reference import reference_diffusion
+    from hoshikage.testing.reference import reference_diffusion
     from hoshikage.sampling import run_diffusion
     from hoshikage.testing.diffusion_models import ensure_test_model
 

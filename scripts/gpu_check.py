@@ -19,7 +19,7 @@ import numpy as np
 
 import hoshikage as hk
 from hoshikage import _ffi
-from hoshikage.reference import reference_diffusion
+from hoshikage.testing.reference import reference_diffusion
 from hoshikage.generation.diffusion import diffuse
 from hoshikage.sampling import Algorithm, DiffusionParams, Schedule
 

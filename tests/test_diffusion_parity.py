@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hoshikage as hk
-from hoshikage.reference import reference_diffusion
+from hoshikage.testing.reference import reference_diffusion
 from hoshikage.generation.diffusion import diffuse
 from hoshikage.sampling import Algorithm, DiffusionParams, Schedule
 from hoshikage.testing.diffusion_models import ensure_test_model

@@ -2,6 +2,7 @@
 
 ``diffusion_models`` writes random-weight diffusion-LLM GGUFs (LLaDA, Dream, LLaDA-MoE,
 RND1) that llama.cpp loads and runs like the real checkpoints. They are NOT real models.
+``reference`` runs llama.cpp's own diffusion loop on a Context (parity tests, benchmarks).
 
     from hoshikage.testing import ensure_test_model
     path = ensure_test_model("llada-tiny")

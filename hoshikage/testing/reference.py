@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _ffi
-from .context import Context
-from .sampling.params import DiffusionParams
+from .. import _ffi
+from ..context import Context
+from ..sampling.params import DiffusionParams
 
 
 def _as_int32(seed: int) -> int:
