@@ -29,9 +29,8 @@ from .cors import CORS
 from .embed import EmbeddingPlan, EmbeddingRunner, make_embedding_plan
 from .errors import APIError
 from .execute import Plan, Runner, make_plan
-from .gguf_header import check_model_path
 from .openai_format import SSE_DONE, Formatter, extension, finish, sse, sse_comment
-from .registry import ModelEntry, Registry, RegistryError
+from .registry import ModelEntry, Registry, RegistryError, check_model_path
 from .residency import Residency
 from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from .settings import Settings
@@ -169,7 +168,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/admin/models", dependencies=admin)
     async def add_model(body: AddModelRequest) -> dict[str, Any]:
-        # The allow-list first, nothing opened before it, and off the event loop (gguf_header.py).
+        # The allow-list first, nothing opened before it, and off the event loop (registry.check_model_path).
         try:
             path = await asyncio.to_thread(check_model_path, body.path, settings.allowed_model_dirs())
         except ModelLoadError as exc:

@@ -434,17 +434,17 @@ def _catch(fn, *args):
 
 
 def test_kind_is_read_once_per_file_version(tmp_path, good_models, monkeypatch):
-    from hoshikage.server import gguf_header
+    from hoshikage.server import registry
 
     p = tmp_path / "m.gguf"
     shutil.copyfile(good_models["llada"], p)
     calls = []
-    real = gguf_header.read_architecture
-    monkeypatch.setattr(gguf_header, "read_architecture", lambda path: calls.append(path) or real(path))
-    assert gguf_header.guess_kind(p) == gguf_header.guess_kind(p) == "diffusion"
+    real = registry.read_architecture
+    monkeypatch.setattr(registry, "read_architecture", lambda path: calls.append(path) or real(path))
+    assert registry.guess_kind(p) == registry.guess_kind(p) == "diffusion"
     assert len(calls) == 1
     p.write_bytes(b"GGUF")  # a new version of the file is read again
-    assert gguf_header.guess_kind(p) is None and len(calls) == 2
+    assert registry.guess_kind(p) is None and len(calls) == 2
 
 
 def test_a_refused_file_is_not_read_again(tmp_path, crafted, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hoshikage.server.gguf_header import read_architecture
+from hoshikage.gguf_file import read_architecture
 from hoshikage.server.memory import bucket, estimate_diffusion
 from hoshikage.server.registry import ModelEntry, Registry
 from hoshikage.server.schemas import ChatCompletionRequest
