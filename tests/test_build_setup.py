@@ -163,3 +163,20 @@ def test_curl_lines_paste_into_a_shell():
     assert body["model"] == "test-llada-tiny" and body["max_tokens"] == 32
     assert "Authorization: Bearer $API_KEY" in argv  # the key itself is never printed
     assert base_url("::1", 8080) == "http://[::1]:8080"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # setuptools: pyproject reading is "beta"
+def test_the_version_has_one_source_and_tqdm_is_declared():
+    """pyproject.toml takes the version from hoshikage.__version__ (read statically, nothing
+    imported), so an editable install never reports a second, stale number."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import hoshikage
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "hoshikage.__version__"}
+    assert any(d.split(">")[0].strip() == "tqdm" for d in project["project"]["dependencies"])
+    assert read_configuration(Path(__file__).resolve().parents[1] / "pyproject.toml")["project"]["version"] \
+        == hoshikage.__version__

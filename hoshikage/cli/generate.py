@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(d, [q for q in DIFFUSION_PARAMS if q.name in DIFFUSION_CLI_DEFAULTS], DIFFUSION_CLI_DEFAULTS)
     d.add_argument("--diffusion-add-gumbel-noise", type=float, default=0.0,
                    help="non-zero adds gumbel noise when temp > 0 (a number, as llama.cpp parses it)")
-    d.add_argument("--diffusion-visual", action="store_true", help="show the canvas as it is denoised")
+    d.add_argument("--diffusion-visual", action="store_true",
+                   help="show the answer so far (unmasked tokens) on the progress line as it is denoised")
     d.add_argument("--diffusion-corrected", action="store_true",
                    help="use the published LLaDA/Dream algorithms instead of llama.cpp's (docs/diffusion.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
@@ -73,19 +74,10 @@ def _diffusion_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _progress(visual: bool, model: Any, n_prompt: int):
-    def on_step(step: int, total: int, canvas: Any) -> bool:
-        bars = step * 50 // max(total, 1)
-        line = f"\rdiffusion step: {step}/{total} [{'=' * bars}{' ' * (50 - bars)}] {step * 100 // max(total, 1)}%"
-        if visual:
-            mask = model.mask_token
-            text = "".join(" " if t == mask else model.token_to_piece(int(t), special=False).decode("utf-8", "replace")
-                           for t in canvas[n_prompt:])
-            line = "\033[2J\033[H" + line + "\n " + text + "\n"
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        return True
+    """The library's tqdm bar on stderr; ``--diffusion-visual`` adds the answer so far to its line."""
+    from ..progress import progress_bar
 
-    return on_step
+    return progress_bar("diffusion step", file=sys.stderr, model=model, n_prompt=n_prompt, show_text=visual)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,8 +112,6 @@ def run(args: argparse.Namespace) -> int:
                 result = generate(model, **common, max_tokens=args.ubatch_size - n_prompt,
                                   diffusion=_diffusion_options(args), adjust=False,
                                   n_ctx=max(args.ctx_size, args.ubatch_size), on_step=on_step)
-                if on_step:
-                    sys.stderr.write("\n")
             else:
                 n_ctx = args.ctx_size or model.n_ctx_train
                 max_tokens = args.n_predict if args.n_predict > 0 else n_ctx
