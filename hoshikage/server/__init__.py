@@ -4,7 +4,8 @@
     serve(load_settings(port=3030))
 
 Layers, one job per file: settings (environment) -> registry (model_map.json) ->
-residency (quiet intelligence: what is loaded) -> worker (one generation at a time) ->
+residency (what is loaded; "quiet intelligence": resources only while needed, see
+residency.py) -> worker (one generation at a time) ->
 execute (request -> generate()) -> app (routes). Nothing here imports cffi.
 """
 from __future__ import annotations

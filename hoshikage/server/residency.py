@@ -1,4 +1,7 @@
-"""Quiet intelligence: which model is in memory, its contexts, and its RAM-disk copy.
+"""Which model is in memory, its contexts, and its RAM-disk copy: "quiet intelligence" (静かなる
+知性, the design idea since 1.0), resources only while needed. ``IDLE_TIMEOUT`` unloads the
+model; ``GREAT_TIMEOUT``, the longer ("great") timer, also deletes its RAM-disk copy: until then
+an unloaded model reloads from RAM.
 
 - A model is loaded on its first request; asking for another model unloads the first.
 - After ``IDLE_TIMEOUT`` seconds without requests the model and its contexts are freed.

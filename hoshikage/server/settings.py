@@ -122,11 +122,14 @@ class Settings(_Declared):
                                             "(logits + compute buffer + sampler); above it the request is "
                                             "refused. Default: half the physical memory.")
 
-    # --- quiet intelligence -------------------------------------------------------------
+    # --- quiet intelligence: use resources only while needed (server/residency.py) ---------
+    # IDLE_TIMEOUT unloads the model; GREAT_TIMEOUT, the longer ("great") one, also deletes the
+    # RAM-disk copy that lets an unloaded model come back fast.
     idle_timeout: float = Field(300, ge=0, description="Seconds without requests before the model is "
                                 "unloaded and its contexts freed; 0 = never.")
     great_timeout: float = Field(3600, ge=0, description="Seconds of complete inactivity before the RAM-disk "
-                                 "copy of the model is deleted.")
+                                 "copy of the model is deleted (the longer of the two idle timers; until "
+                                 "then an unloaded model reloads from RAM).")
     ramdisk_path: Path | None = Field(Path("/dev/shm"), description="Copy models here and load them from the "
                                       "copy (Linux; faster reloads). Empty: off.")
     request_timeout: float = Field(300, gt=0, description="Seconds one generation may run; a diffusion request "
