@@ -180,6 +180,30 @@ def _write_metadata(w, spec: ArchSpec, p: ModelParams, d: Dims, vocab: Vocab,
     w.add_string("hoshikage.testing.params", p.to_json())
 
 
+def _build_named_vocab(arch: str, vocab: str, n_vocab_pad_to: int | None) -> Vocab:
+    """The vocabulary ``vocab`` names: "smollm2" (SmolLM2's tokenizer) or "bytes" (trained models)."""
+    if vocab == "bytes":
+        return build_byte_vocab(arch) if n_vocab_pad_to is None else build_byte_vocab(arch, n_vocab_pad_to)
+    if vocab == "smollm2":
+        return build_vocab(arch, n_vocab_pad_to)
+    raise ValueError(f"vocab must be 'smollm2' or 'bytes', not {vocab!r}")
+
+
+def _add_tensors(w: Any, spec: ArchSpec, p: ModelParams, d: Dims, vocab: Vocab, seed: int,
+                 np_dtype: type, tensors: dict[str, np.ndarray] | None) -> None:
+    """Every tensor of ``spec`` in order: generated, or the caller's (shapes checked; matrices as
+    ``np_dtype``, 1-D tensors as float32)."""
+    for name, shape in tensor_shapes(spec, d).items():
+        if tensors is None:
+            arr = make_tensor(name, shape, spec, d, vocab, p.style, seed, np_dtype)
+        else:
+            arr = np.asarray(tensors[name])
+            if arr.shape != shape:
+                raise ValueError(f"tensor {name}: shape {arr.shape}, expected {shape}")
+            arr = arr.astype(np.float32 if arr.ndim == 1 else np_dtype)
+        w.add_tensor(name, arr)
+
+
 def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int = 96,
                          n_layer: int = 2, n_head: int | None = None,
                          n_head_kv: int | None = None, head_dim: int | None = None,
@@ -213,13 +237,7 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
                        n_expert_used=n_expert_used, n_ff_exp=n_ff_exp,
                        n_vocab_pad_to=n_vocab_pad_to, seed=seed, dtype=dtype, style=style)
     spec = ARCHS[arch]
-    if vocab == "bytes":
-        vocab_obj = build_byte_vocab(arch) if n_vocab_pad_to is None else build_byte_vocab(arch, n_vocab_pad_to)
-    elif vocab == "smollm2":
-        vocab_obj = build_vocab(arch, n_vocab_pad_to)
-    else:
-        raise ValueError(f"vocab must be 'smollm2' or 'bytes', not {vocab!r}")
-    vocab = vocab_obj
+    vocab = _build_named_vocab(arch, vocab, n_vocab_pad_to)
     d = Dims(vocab.size, p.n_embd, p.n_layer, p.n_head, p.n_head_kv, p.head_dim, p.n_ff,
              p.n_expert, p.n_expert_used, p.n_ff_exp)
     np_dtype = np.float16 if dtype == "f16" else np.float32
@@ -232,15 +250,7 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
     try:
         w = gguf.GGUFWriter(tmp, spec.arch)
         _write_metadata(w, spec, p, d, vocab, about)
-        for name, shape in tensor_shapes(spec, d).items():
-            if tensors is None:
-                arr = make_tensor(name, shape, spec, d, vocab, p.style, seed, np_dtype)
-            else:
-                arr = np.asarray(tensors[name])
-                if arr.shape != shape:
-                    raise ValueError(f"tensor {name}: shape {arr.shape}, expected {shape}")
-                arr = arr.astype(np.float32 if arr.ndim == 1 else np_dtype)
-            w.add_tensor(name, arr)
+        _add_tensors(w, spec, p, d, vocab, seed, np_dtype, tensors)
         # ModelBase.prepare_metadata: size label from the parameter count, quantization version
         w.add_string("general.size_label", gguf.size_label(*w.get_total_parameter_count()))
         w.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
