@@ -123,31 +123,16 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     large enough); otherwise one is made and freed for this call.
     """
     check_number("max_tokens", max_tokens, lo=1, integer=True)
-    if isinstance(stop, str):
-        stop = [stop]
     limit = context.n_ctx if context is not None else n_ctx
     spec = StructuredChat(tools or (), tool_choice, json_schema, parallel_tool_calls)
-    prepared, grammar = _structured(model, messages, prompt_tokens, spec, grammar, limit)
-    if prepared is not None:
-        prompt_tokens, messages, stop = prepared.prompt_tokens, None, [*stop, *prepared.stops]
-    if prompt_tokens is None:
-        prompt_tokens = prepare_prompt(model, prompt, messages, chat_template, n_ctx=limit)
-    else:
-        prompt_tokens = _check_prompt_tokens(model, prompt_tokens, prompt, messages)
+    prompt_tokens, stop, grammar, prepared = _prepare_input(model, prompt, messages, chat_template, prompt_tokens,
+                                                            stop, grammar, spec, limit)
     shared = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     run = {"context": context, "n_ctx": n_ctx, "n_threads": n_threads, "should_stop": should_stop}
     if model.is_diffusion:
-        if logprobs is not None:
-            raise ParameterError("log probabilities need an autoregressive model: a diffusion model has no "
-                                 "per-token distribution in generation order", "logprobs")
-        if grammar is not None:
-            raise ParameterError("grammar-constrained output needs an autoregressive model: a diffusion model "
-                                 "decides every position of its canvas in parallel, which a left-to-right "
-                                 "grammar cannot constrain", "grammar" if json_schema is None else "response_format")
-        from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
-
-        chunks = stream_diffusion(model, prompt_tokens, max_tokens=max_tokens, params=_diffusion_params(diffusion, shared),
-                                  stop=stop, adjust=adjust, on_step=on_step, **run)
+        _refuse_for_diffusion(logprobs, grammar, json_schema)
+        chunks = _diffusion(model, prompt_tokens, max_tokens, stop, _diffusion_params(diffusion, shared),
+                            {**run, "adjust": adjust, "on_step": on_step})
     else:
         extra = {"min_p": min_p, "repeat_penalty": repeat_penalty, "repeat_last_n": repeat_last_n,
                  "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
@@ -156,6 +141,38 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     if prepared is not None and prepared.chat_plan is not None:
         chunks = _parse_tool_calls(chunks, prepared)
     return chunks if stream else _collect(chunks)
+
+
+def _prepare_input(model: Model, prompt: str | None, messages: Sequence[ChatMessage | dict] | None,
+                   chat_template: bool, prompt_tokens: Sequence[int] | None, stop: str | Sequence[str],
+                   grammar: Grammar | None, spec: StructuredChat,
+                   limit: int | None) -> tuple[list[int], Sequence[str], Grammar | None, PreparedChat | None]:
+    """(prompt tokens, stop strings, grammar, the structured chat or None): the prompt prepared once."""
+    stop = [stop] if isinstance(stop, str) else stop
+    prepared, grammar = _structured(model, messages, prompt_tokens, spec, grammar, limit)
+    if prepared is not None:
+        prompt_tokens, messages, stop = prepared.prompt_tokens, None, [*stop, *prepared.stops]
+    tokens = (prepare_prompt(model, prompt, messages, chat_template, n_ctx=limit) if prompt_tokens is None
+              else _check_prompt_tokens(model, prompt_tokens, prompt, messages))
+    return tokens, stop, grammar, prepared
+
+
+def _diffusion(model: Model, prompt_tokens: list[int], max_tokens: int, stop: Sequence[str],
+               params: DiffusionParams, run: dict[str, Any]) -> Iterator[Chunk]:
+    from .diffusion import stream_diffusion  # imports the numpy sampler only when needed
+
+    return stream_diffusion(model, prompt_tokens, max_tokens=max_tokens, params=params, stop=stop, **run)
+
+
+def _refuse_for_diffusion(logprobs: int | None, grammar: Grammar | None, json_schema: dict | None) -> None:
+    """ParameterError for what only an autoregressive model can do: logprobs, a grammar."""
+    if logprobs is not None:
+        raise ParameterError("log probabilities need an autoregressive model: a diffusion model has no "
+                             "per-token distribution in generation order", "logprobs")
+    if grammar is not None:
+        raise ParameterError("grammar-constrained output needs an autoregressive model: a diffusion model "
+                             "decides every position of its canvas in parallel, which a left-to-right "
+                             "grammar cannot constrain", "grammar" if json_schema is None else "response_format")
 
 
 def _autoregressive(model: Model, prompt_tokens: list[int], max_tokens: int, stop: Sequence[str],
