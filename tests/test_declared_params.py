@@ -86,8 +86,9 @@ def test_cli_flags_follow_the_declaration(p):
             assert dest(p) not in actions  # llama-diffusion-cli picks it from eps / block length
             continue
         action = actions[dest(p)]
-        assert set(action.option_strings) == set(p.flags) and p.help in action.help
-        assert action.type is (str if p.is_enum else p.kind)
+        negated = {"--no-" + f[2:] for f in p.flags if f.startswith("--")} if p.is_bool else set()
+        assert set(action.option_strings) == set(p.flags) | negated and p.help in action.help
+        assert action.type is (None if p.is_bool else str if p.is_enum else p.kind)
     if p in SHARED_PARAMS and p.name != "seed":  # generate's defaults are the library's (llama.cpp's)
         assert {a.dest: a for a in sub.choices["generate"]._actions}[dest(p)].default == p.default
 

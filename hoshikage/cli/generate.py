@@ -16,9 +16,10 @@ from ..sampling.params import DIFFUSION, DIFFUSION_PARAMS, SHARED_PARAMS
 from .param_flags import add_flags
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
-# llama-diffusion-cli's defaults; 0 = not given for eps and block length (exactly one picks the schedule)
+# llama-diffusion-cli's defaults; 0 = not given for eps and block length (exactly one picks the schedule).
+# Parallel decoding and early stop are off, so the printed canvas is llama-diffusion-cli's.
 DIFFUSION_CLI_DEFAULTS = {"steps": 128, "algorithm": "4", "eps": 0.0, "block_length": 0, "alg_temp": 0.0,
-                          "cfg_scale": 0.0}
+                          "cfg_scale": 0.0, "threshold": 0.0, "factor": 0.0, "early_stop": False}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +71,8 @@ def _diffusion_options(args: argparse.Namespace) -> dict[str, Any]:
         "block_length": args.diffusion_block_length if block else 0,
         "alg_temp": args.diffusion_alg_temp, "cfg_scale": args.diffusion_cfg_scale,
         "add_gumbel_noise": args.diffusion_add_gumbel_noise != 0, "corrected": args.diffusion_corrected,
+        "threshold": args.diffusion_threshold, "factor": args.diffusion_factor,
+        "early_stop": args.diffusion_early_stop,
     }
 
 
@@ -123,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.json:
         out = result.to_dict()
+        if result.kind == "diffusion":
+            out["forwards"] = result.timings.forwards  # model passes (CFG: two per step)
         out["params"] = {k: (v.name if hasattr(v, "name") else v) for k, v in out["params"].items()}
         print(json.dumps(out, ensure_ascii=False))
     else:

@@ -20,15 +20,20 @@ def add_flags(group: argparse._ActionsContainer, params: Iterable[Param],
               defaults: Mapping[str, Any] | None = None) -> None:
     """One option per declared parameter that has flags. ``defaults`` (by the library's names)
     are the options' defaults; without one an option defaults to None (not given). Enums are
-    taken as text (a number or a name) and parsed by whoever reads them."""
+    taken as text (a number or a name) and parsed by whoever reads them; a bool is ``--flag`` /
+    ``--no-flag``."""
     defaults = defaults or {}
     for p in params:
         if not p.flags:
             continue
         default = defaults.get(p.name)
         shown = f"; default {default}" if default is not None else ""
-        group.add_argument(*p.flags, dest=dest(p), type=str if p.is_enum else p.kind, default=default,
-                           help=f"{p.help} ({p.range_text()}{shown})")
+        help = f"{p.help} ({p.range_text()}{shown})"
+        if p.is_bool:  # --flag / --no-flag
+            group.add_argument(*p.flags, dest=dest(p), action=argparse.BooleanOptionalAction, default=default,
+                               help=help)
+            continue
+        group.add_argument(*p.flags, dest=dest(p), type=str if p.is_enum else p.kind, default=default, help=help)
 
 
 def flag_values(args: argparse.Namespace, params: Iterable[Param]) -> dict[str, Any]:

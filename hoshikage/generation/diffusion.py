@@ -7,6 +7,7 @@ loop and restored after, and turning the final canvas into an answer.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from enum import IntEnum
@@ -39,9 +40,21 @@ def diffuse(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, canvas_
         return run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas_length,
                              mask_token_id=model.mask_token, n_vocab=model.n_vocab, logits_fn=logits_fn,
                              params=params, shift_logits=model.shift_logits, step_callback=step_callback,
-                             threads=ctx.n_threads)
+                             threads=ctx.n_threads, eog_ids=end_of_generation_ids(model))
     finally:
         ctx.set_causal_attn(True)
+
+
+_EOG_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its ids, found once
+
+
+def end_of_generation_ids(model: Model) -> np.ndarray:
+    """The token ids that end an answer (``model.is_eog``), int32 [k]: what early stop looks for."""
+    ids = _EOG_IDS.get(model)
+    if ids is None:
+        ids = np.array([t for t in range(model.n_vocab) if model.is_eog(t)], dtype=np.int32)
+        _EOG_IDS[model] = ids
+    return ids
 
 
 def answer_tokens(model: Model, canvas_after_prompt: np.ndarray) -> tuple[list[int], bool]:
@@ -138,7 +151,8 @@ def _to_chunk(model: Model, n_prompt: int, result, params: DiffusionParams, stop
         finish = "cancelled"
     timings = Timings(generation_seconds=result.decode_seconds + result.sampling_seconds + result.guidance_seconds,
                       decode_seconds=result.decode_seconds, sampling_seconds=result.sampling_seconds,
-                      guidance_seconds=result.guidance_seconds, steps=result.steps_run)
+                      guidance_seconds=result.guidance_seconds, steps=result.steps_run,
+                      forwards=result.forwards)
     effective = {k: (v.name if isinstance(v, IntEnum) else v) for k, v in asdict(params).items()}
     effective.update(canvas_length=canvas, max_tokens=min(max_tokens, canvas - n_prompt), stop=list(stop),
                      shift_logits=model.shift_logits, mask_token_id=model.mask_token)

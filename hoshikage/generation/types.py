@@ -21,6 +21,7 @@ class Timings:
     sampling_seconds: float = 0.0  # diffusion: time in the numpy sampler (all steps)
     guidance_seconds: float = 0.0  # diffusion with CFG: combining the two passes' logits
     steps: int = 0  # diffusion steps actually run
+    forwards: int = 0  # diffusion: model passes over the canvas (two per step with CFG)
 
     def rates(self, prompt_tokens: int, completion_tokens: int) -> dict[str, float]:
         out = {}

@@ -20,7 +20,7 @@ from ._seq import seq_sum
 from .filters import Candidates, DistResult, SortedRows, _row_top
 from .params import Algorithm
 
-__all__ = ["confidence", "entropy_bounds"]
+__all__ = ["confidence", "entropy_bounds", "top2_margin"]
 
 _EPS = np.float32(1e-10)
 
@@ -111,7 +111,8 @@ def _margin_reference(c: Candidates, d: DistResult) -> np.ndarray:
     return np.where(c.size > 1, p0 - p1, p0).astype(np.float32)
 
 
-def _margin_corrected(c: Candidates, d: DistResult) -> np.ndarray:
+def top2_margin(c: Candidates, d: DistResult) -> np.ndarray:
+    """p(most likely token) - p(second most likely), float32 [r] (Dream's margin)."""
     if isinstance(c, SortedRows):  # data[0], data[1] are already the two most likely
         return _margin_reference(c, d)
     r = len(c.rows)
@@ -133,5 +134,5 @@ def confidence(algorithm: Algorithm, c: Candidates, d: DistResult, corrected: bo
         s = _entropy_sum(c, d)
         return s if corrected else -s
     if algorithm == Algorithm.MARGIN_BASED:
-        return _margin_corrected(c, d) if corrected else _margin_reference(c, d)
+        return top2_margin(c, d) if corrected else _margin_reference(c, d)
     raise ValueError(f"algorithm {algorithm!r} has no computed confidence")

@@ -22,7 +22,7 @@ class Param:
     """One parameter.
 
     name:            the library's field (SamplingParams / DiffusionParams).
-    kind:            int, float, or an IntEnum (given as a number or a member's name).
+    kind:            int, float, bool, or an IntEnum (given as a number or a member's name).
     default:         the library's default (None: chosen at run time, e.g. a random seed).
     help:            one line, shown by the request schema, the settings and the CLI.
     lo, hi:          the range (None: unbounded); ``lo_open`` / ``hi_open`` exclude the bound.
@@ -57,6 +57,10 @@ class Param:
         return issubclass(self.kind, IntEnum)
 
     @property
+    def is_bool(self) -> bool:
+        return self.kind is bool
+
+    @property
     def server_default(self) -> Any:
         """The setting's default (the library's unless the setting has its own)."""
         return self.default if self.setting_default is None else self.setting_default
@@ -74,6 +78,8 @@ class Param:
         """The range in words: 'in (0, 1)', '>= 1', 'one of 0 ORIGIN, ...'."""
         if self.is_enum:
             return "one of " + ", ".join(f"{m.value} {m.name}" for m in self.kind)
+        if self.is_bool:
+            return "true or false"
         if self.lo is not None and self.hi is not None:
             return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
         if self.lo is not None:
@@ -87,6 +93,10 @@ class Param:
             return value
         if self.is_enum:
             return self._check_member(value)
+        if self.is_bool:
+            if type(value).__name__ not in ("bool", "bool_"):  # Python's or numpy's, never 0 / 1
+                self._fail(value, "true or false")
+            return value
         integer = self.kind is int
         if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
             self._fail(value, "an integer" if integer else "a number")

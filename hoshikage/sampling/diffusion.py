@@ -10,6 +10,9 @@ Differences from the reference that do not change the tokens:
   decodes, then breaks);
 * a step callback returning False stops the whole run within that step. (The reference
   only leaves the current block and goes on with the next one.)
+
+``params.early_stop`` (with the end-of-generation ids) and ``threshold`` / ``factor`` run fewer
+forwards (sampling/early_stop.py, sampling/parallel.py); the first keeps the answer unchanged.
 """
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ from .filters import apply_chain
 from .gumbel import corrected_gumbel_rows, reference_gumbel_row0
 from .params import Algorithm, DiffusionParams, Schedule
 from .random import LLAMA_DEFAULT_SEED, MT19937Stream, normalize_seed
-from .ranking import top_k_by_bounds
-from .schedules import (get_num_transfer_tokens, plan_block_schedule,
+from .early_stop import AnswerEnd
+from .parallel import certainty, parallel_rule
+from .ranking import top_k_by_bounds, without_replacement
+from .schedules import (check_run_args, get_num_transfer_tokens, plan_block_schedule,
                         timestep_transfer_count, validate_params)
 
 __all__ = ["LogitsFn", "StepCallback", "DiffusionResult", "run_diffusion", "CHUNK_ROWS"]
@@ -52,7 +57,8 @@ class DiffusionResult:
     """tokens: int32 [canvas] (prompt included); steps_run: steps that called the model;
     cancelled: a callback returned False; decode_seconds: time inside logits_fn;
     guidance_seconds: combining the CFG logits (0 without CFG); sampling_seconds: the rest
-    of the steps' time (sampling and bookkeeping)."""
+    of the steps' time (sampling and bookkeeping); forwards: model passes (two per step with
+    CFG); stopped_early: the answer was decided before the schedule ended (early_stop)."""
 
     tokens: np.ndarray
     steps_run: int
@@ -60,6 +66,8 @@ class DiffusionResult:
     decode_seconds: float
     sampling_seconds: float
     guidance_seconds: float = 0.0
+    forwards: int = 0
+    stopped_early: bool = False
 
 
 class _Logits:
@@ -80,35 +88,10 @@ class _Logits:
         return out
 
 
-def _check_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits):
-    for name, v in (("canvas_length", canvas_length), ("mask_token_id", mask_token_id),
-                    ("n_vocab", n_vocab)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {v!r}")
-    if n_vocab < 1:
-        raise ValueError(f"n_vocab must be >= 1, got {n_vocab}")
-    if not 0 <= mask_token_id < n_vocab:
-        raise ValueError(f"mask_token_id must be in [0, n_vocab={n_vocab}), got {mask_token_id}")
-    prompt = np.asarray(prompt_tokens)
-    if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
-        raise ValueError(f"prompt_tokens must be a non-empty 1-D sequence of integers, "
-                         f"got shape {prompt.shape} dtype {prompt.dtype}")
-    if prompt.min() < 0 or prompt.max() >= n_vocab:
-        raise ValueError(f"prompt_tokens must be token ids in [0, {n_vocab}), got values in "
-                         f"[{prompt.min()}, {prompt.max()}]")
-    if canvas_length <= prompt.size:
-        raise ValueError(f"canvas_length ({canvas_length}) must exceed the prompt length "
-                         f"({prompt.size})")
-    if canvas_length >= 2**31:
-        raise ValueError(f"canvas_length must fit an int32, got {canvas_length}")
-    if not isinstance(shift_logits, (bool, np.bool_)):
-        raise ValueError(f"shift_logits must be a bool, got {shift_logits!r}")
-    return prompt.astype(np.int32)
-
-
 def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vocab: int,
                   logits_fn: LogitsFn, params: DiffusionParams, shift_logits: bool,
-                  step_callback: Union[StepCallback, None] = None, threads: int = 1) -> DiffusionResult:
+                  step_callback: Union[StepCallback, None] = None, threads: int = 1,
+                  eog_ids: Optional[np.ndarray] = None) -> DiffusionResult:
     """Denoise a canvas of ``canvas_length`` tokens: the prompt, then masks.
 
     ``logits_fn(tokens)`` returns the logits of every canvas position (float32
@@ -116,11 +99,13 @@ def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vo
     (row 0 for p = 0), as for Dream. ``step_callback(step, params.steps, tokens)`` runs at
     the start of every step; returning False cancels the run (see the module docstring).
     ``threads``: sampling threads; masked rows are split between them (numpy releases the
-    GIL in its loops) and the result does not depend on the split.
+    GIL in its loops) and the result does not depend on the split. ``eog_ids``: the model's
+    end-of-generation token ids (int [k]); with ``params.early_stop`` the loop stops once the
+    answer up to the first of them is decided (without them it runs the whole schedule).
     Raises ValueError naming the bad argument or parameter.
     """
     validate_params(params)
-    prompt = _check_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits)
+    prompt = check_run_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     n_prompt, mask = prompt.size, np.int32(mask_token_id)
@@ -136,26 +121,28 @@ def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vo
     dist_seed = (lambda: secrets.randbits(32)) if seed == LLAMA_DEFAULT_SEED else (lambda: seed)
     st = _State(params, MT19937Stream(seed), MT19937Stream(dist_seed()),
                 MT19937Stream(dist_seed()), n_vocab, shift_logits)
+    end = AnswerEnd(eog_ids, n_prompt, mask_token_id) if params.early_stop and eog_ids is not None else None
     logits_of = _Logits(logits_fn, canvas_length, n_vocab)
     try:
         if threads > 1 and not (st.gumbel and params.corrected):  # corrected gumbel draws per chunk, in order
             st.threads = min(int(threads), CHUNK_ROWS)  # one row per chunk at the least
             st.pool = ThreadPoolExecutor(max_workers=st.threads, thread_name_prefix="hoshikage-sampling")
         return _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_based,
-                        logits_of, step_callback)
+                        logits_of, step_callback, end)
     finally:
         if st.pool is not None:
             st.pool.shutdown(wait=True)
 
 
 def _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_based, logits_of,
-             step_callback) -> DiffusionResult:
-    """The step loop of :func:`run_diffusion` over ``blocks`` [(start, end)]."""
+             step_callback, answer_end: Optional[AnswerEnd]) -> DiffusionResult:
+    """The step loop of :func:`run_diffusion` over ``blocks`` [(start, end)]; it stops early
+    once ``answer_end`` says the answer is decided."""
     params, n_prompt = st.p, prompt.size
 
     canvas = np.full(canvas_length, mask, dtype=np.int32)
     canvas[:n_prompt] = prompt
-    steps_run, cancelled, t_steps = 0, False, 0.0
+    steps_run, stopped, t_steps = 0, None, 0.0  # stopped: "cancelled" or "early"
     for b, (start, end) in enumerate(blocks):
         table = None
         if block_based:
@@ -165,7 +152,7 @@ def _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_bas
             if step_callback is not None:
                 ret = step_callback(b * steps_per_block + step, params.steps, canvas.copy())
                 if ret is not None and not ret:
-                    cancelled = True
+                    stopped = "cancelled"
                     break
             masked = np.flatnonzero(canvas[start:end] == mask) + start
             if masked.size == 0:
@@ -176,13 +163,18 @@ def _denoise(st, prompt, canvas_length, mask, blocks, steps_per_block, block_bas
             else:
                 count = timestep_transfer_count(step, steps_per_block, masked.size, params.eps)
             st.step(canvas, masked, count, prompt_len=n_prompt, mask=mask, logits_of=logits_of)
-            t_steps += time.perf_counter() - t0
             steps_run += 1
-        if cancelled:
+            if answer_end is not None and answer_end.decided(canvas):
+                stopped = "early"
+            t_steps += time.perf_counter() - t0
+            if stopped:
+                break
+        if stopped:
             break
-    return DiffusionResult(canvas, steps_run, cancelled, logits_of.seconds,
+    passes = 2 if np.float32(params.cfg_scale) > 0 else 1  # CFG: the prompt-masked pass too
+    return DiffusionResult(canvas, steps_run, stopped == "cancelled", logits_of.seconds,
                            max(0.0, t_steps - logits_of.seconds - st.guidance_seconds),
-                           st.guidance_seconds)
+                           st.guidance_seconds, forwards=passes * steps_run, stopped_early=stopped == "early")
 
 
 class _Needs(Enum):
@@ -215,32 +207,35 @@ class _State:
         self.pool: ThreadPoolExecutor | None = None
         self.threads = 1
         self.guidance_seconds = 0.0  # combining conditional and unconditional logits (CFG)
+        self.parallel = parallel_rule(params)  # threshold / factor, or None
 
     def step(self, canvas, masked, count, *, prompt_len, mask, logits_of) -> None:
-        """Unmask ``count`` of the ``masked`` positions of ``canvas``, drawing from the streams
-        in the reference's order: CFG's second pass, gumbel row 0, the loop's stream, the chain."""
+        """Unmask ``count`` of the ``masked`` positions of ``canvas`` (and those the parallel
+        rule adds), drawing from the streams in the reference's order: CFG's second pass,
+        gumbel row 0, the loop's stream, the chain."""
         source = self._source(canvas, masked, prompt_len, mask, logits_of)
         n = masked.size
         if self.algorithm == Algorithm.ORIGIN:
             p_transfer = np.float32(count) / np.float32(n)
             pick = np.flatnonzero(self.rng.uniform_float(n) < p_transfer)
             rnd = self.chain_rng.uniform_double(pick.size)
-            for sub, toks, _ in self._sample(source, pick, rnd, _Needs.NOTHING):
+            for sub, toks, _, _ in self._sample(source, pick, rnd, _Needs.NOTHING):
                 canvas[masked[sub]] = toks
             return
         rand = self.rng.uniform_float(n) if self.algorithm == Algorithm.RANDOM else None
         rnd = self.chain_rng.uniform_double(n)  # the chain's draws, one per masked position
         noise_drawn = self.gumbel and self.p.corrected  # corrected gumbel noise is drawn while sampling
-        if count <= 0 and not noise_drawn:
+        if count <= 0 and not noise_drawn and self.parallel is None:
             return  # nothing is unmasked: the tokens are not needed, only the draws
-        k = min(count, n)
+        k = max(0, min(count, n))
         needs = self._needs(rand is not None, k == n, noise_drawn)
-        toks, conf = self._sample_all(source, rnd, needs)
-        if count <= 0:
-            return
+        toks, conf, cert = self._sample_all(source, rnd, needs, certain=self.parallel is not None and k < n)
         if rand is not None:
             conf = rand
-        chosen = self._choose(conf, k, n, lambda idx: self._exact(source, idx, rnd[idx]))
+        chosen = (self._choose(conf, k, n, lambda idx: self._exact(source, idx, rnd[idx])) if k > 0
+                  else np.empty(0, dtype=np.int64))
+        if cert is not None:
+            chosen = self.parallel.widen(chosen, cert)
         canvas[masked[chosen]] = toks[chosen]
 
     def _source(self, canvas, masked, prompt_len, mask, logits_of) -> _Source:
@@ -286,25 +281,29 @@ class _State:
             return _Needs.BOUNDS
         return _Needs.EXACT
 
-    def _sample_all(self, source: _Source, rnd, needs: _Needs):
-        """Tokens int32 [n] of every masked position and what ``needs`` asks for: float32 [n]
-        confidences (EXACT), an (approx, radius) pair of float64 [n] (BOUNDS), or None."""
+    def _sample_all(self, source: _Source, rnd, needs: _Needs, certain: bool = False):
+        """Tokens int32 [n] of every masked position; what ``needs`` asks for: float32 [n]
+        confidences (EXACT), an (approx, radius) pair of float64 [n] (BOUNDS), or None; and
+        with ``certain`` their certainties, float64 [n] (sampling/parallel.py), else None."""
         n = rnd.size
         toks = np.empty(n, dtype=np.int32)
         conf = np.empty(n, dtype=np.float32) if needs is _Needs.EXACT else None
         bounds = (np.empty(n), np.empty(n)) if needs is _Needs.BOUNDS else None
-        for sub, t, c in self._sample(source, np.arange(n), rnd, needs):
+        cert = np.empty(n) if certain else None
+        for sub, t, c, sure in self._sample(source, np.arange(n), rnd, needs, certain):
             toks[sub] = t
             if conf is not None:
                 conf[sub] = c
             elif bounds is not None:
                 bounds[0][sub], bounds[1][sub] = c
-        return toks, bounds if bounds is not None else conf
+            if cert is not None:
+                cert[sub] = sure
+        return toks, bounds if bounds is not None else conf, cert
 
     def _exact(self, source: _Source, idx: np.ndarray, rnd) -> np.ndarray:
         """Exact confidences of masked positions ``idx`` (sorted), re-sampled with their draws."""
         out = np.empty(idx.size, dtype=np.float32)
-        for sub, _, c in self._sample(source, idx, rnd, _Needs.EXACT):
+        for sub, _, c, _ in self._sample(source, idx, rnd, _Needs.EXACT):
             out[np.searchsorted(idx, sub)] = c
         return out
 
@@ -320,15 +319,16 @@ class _State:
         if greedy:  # partial_sort by (confidence desc, index asc): a stable descending sort
             return np.argsort(-conf, kind="stable")[:k]
         if p.corrected:
-            return _without_replacement(conf, p.alg_temp, k, self.alg_rng)
+            return without_replacement(conf, p.alg_temp, k, self.alg_rng)
         return dist_repeated(conf / np.float32(p.alg_temp), self.alg_rng.uniform_double(k))
 
-    def _sample(self, source: _Source, which, rnd, needs: _Needs):
+    def _sample(self, source: _Source, which, rnd, needs: _Needs, certain: bool = False):
         """Run the chain on masked positions ``which`` (indices into the masked list, with the
         chain's draws ``rnd``) in chunks, yielded in position order.
 
-        Yields (indices into the masked list, tokens int32, confidences): float32 [rows] for
-        EXACT, (approx, radius) float64 arrays for BOUNDS (ENTROPY), None for NOTHING.
+        Yields (indices into the masked list, tokens int32, confidences, certainties):
+        confidences float32 [rows] for EXACT, (approx, radius) float64 arrays for BOUNDS
+        (ENTROPY), None for NOTHING; certainties float64 [rows] with ``certain``, else None.
         Chunks are independent and run on the pool when there is one; at most CHUNK_ROWS
         rows are in flight at once.
         """
@@ -345,11 +345,11 @@ class _State:
         spans = range(0, n, size)
 
         def run(lo: int):
-            return self._sample_chunk(source, which[lo:lo + size], rnd[lo:lo + size], needs)
+            return self._sample_chunk(source, which[lo:lo + size], rnd[lo:lo + size], needs, certain)
 
         yield from (map(run, spans) if pool is None or len(spans) == 1 else pool.map(run, spans))
 
-    def _sample_chunk(self, source: _Source, sub, rnd, needs: _Needs):
+    def _sample_chunk(self, source: _Source, sub, rnd, needs: _Needs, certain: bool):
         p = self.p
         # Rows are read in place (src may be llama.cpp's buffer: never written); only
         # perturbed rows are private copies.
@@ -363,30 +363,10 @@ class _State:
             corrected_gumbel_rows(self.rng, noised, p.temperature)
             block = list(noised)
         cand, d = apply_chain(block, top_k_=p.top_k, top_p_=p.top_p, temp=p.temperature, rnd=rnd)
+        conf = None
         if needs is _Needs.EXACT:
-            return sub, d.token, confidence(self.algorithm, cand, d, p.corrected)
-        if needs is _Needs.BOUNDS:
-            return sub, d.token, entropy_bounds(cand, d, p.corrected)
-        return sub, d.token, None
+            conf = confidence(self.algorithm, cand, d, p.corrected)
+        elif needs is _Needs.BOUNDS:
+            conf = entropy_bounds(cand, d, p.corrected)
+        return sub, d.token, conf, certainty(self.algorithm, cand, d, conf) if certain else None
 
-
-def _without_replacement(conf: np.ndarray, alg_temp: float, k: int,
-                         rng: MT19937Stream) -> np.ndarray:
-    """Dream: ``multinomial(softmax(conf / alg_temp), k)`` without replacement, float64.
-
-    Each draw takes one uniform double from the alg_temp stream and picks the first
-    remaining index whose running probability mass reaches it.
-    """
-    z = conf.astype(np.float64) / float(alg_temp)
-    w = np.exp(z - z.max())
-    taken = np.zeros(conf.size, dtype=bool)
-    out = np.empty(k, dtype=np.int64)
-    for j, u in enumerate(rng.uniform_double(k)):
-        cs = np.cumsum(np.where(taken, 0.0, w))
-        i = int(np.searchsorted(cs, cs[-1] * u, side="right"))
-        i = min(i, conf.size - 1)
-        while taken[i]:  # only reachable through rounding at a zero-weight boundary
-            i = (i + 1) % conf.size
-        taken[i] = True
-        out[j] = i
-    return out

@@ -62,8 +62,9 @@ SHARED_PARAMS: tuple[Param, ...] = (
 )
 
 
-def _diffusion(name: str, kind: type, default: object, help: str, **kw: object) -> Param:
-    return Param(name, kind, default, help, request=f"diffusion_{name}", setting=f"diffusion_{name}",
+def _diffusion(name: str, kind: type, default: object, help: str, *, setting: bool = True, **kw: object) -> Param:
+    return Param(name, kind, default, help, request=f"diffusion_{name}",
+                 setting=f"diffusion_{name}" if setting else None,
                  flags=(f"--diffusion-{name.replace('_', '-')}",), **kw)
 
 
@@ -83,6 +84,17 @@ DIFFUSION_PARAMS: tuple[Param, ...] = (
                "most confident.", lo=0),
     _diffusion("cfg_scale", float, 0.0, "Classifier-free guidance; > 0 enables it (a second pass per step).",
                lo=0),
+    # Fewer forwards (docs/diffusion.md, "Fewer forwards"); the rules are in sampling/parallel.py.
+    _diffusion("threshold", float, 0.0, "Parallel decoding (Fast-dLLM): each step also unmasks every masked "
+               "position whose confidence is at least this, so steps becomes a ceiling; 0 turns it off.",
+               lo=0, hi=1),
+    _diffusion("factor", float, 0.0, "Parallel decoding, Fast-dLLM's factor rule: each step also unmasks the n "
+               "most confident positions while (n + 1) * (1 - confidence of the n-th) <= factor; 0 turns it off.",
+               lo=0),
+    # No setting: on wherever Hoshikage decides; hoshikage generate turns it off (llama-diffusion-cli's output).
+    _diffusion("early_stop", bool, True, "Stop once the answer (the canvas up to the first end-of-generation "
+               "token) is decided: the same answer in fewer forwards; the rest of the canvas stays masked.",
+               setting=False),
 )
 SHARED, DIFFUSION = by_name(SHARED_PARAMS), by_name(DIFFUSION_PARAMS)
 
@@ -101,6 +113,11 @@ class DiffusionParams:
     top_k, top_p:     token filters (0 / 1.0 = off), applied top_k -> top_p -> temp -> dist.
     alg_temp:         > 0 samples positions by confidence/alg_temp instead of taking the top ones.
     cfg_scale:        > 0 enables classifier-free guidance (a second pass with the prompt masked).
+    threshold:        > 0: a step also unmasks every masked position (of the block, or the canvas
+                      for the timestep schedule) whose confidence is >= threshold (sampling/parallel.py).
+    factor:           > 0: Fast-dLLM's factor rule instead of a threshold (not both).
+    early_stop:       stop once the answer is decided (needs the end-of-generation ids; the
+                      answer is unchanged, positions after it may stay masked).
     add_gumbel_noise: LLaDA's gumbel perturbation of the logits (only when temperature > 0).
     seed:             seeds every random stream, as llama.cpp does.
     corrected:        False reproduces llama.cpp's reference bit for bit, defects included;
@@ -118,6 +135,9 @@ class DiffusionParams:
     top_p: float = 1.0
     alg_temp: float = DIFFUSION["alg_temp"].default
     cfg_scale: float = DIFFUSION["cfg_scale"].default
+    threshold: float = DIFFUSION["threshold"].default
+    factor: float = DIFFUSION["factor"].default
+    early_stop: bool = DIFFUSION["early_stop"].default
     add_gumbel_noise: bool = False
     seed: int = 0
     corrected: bool = False

@@ -14,11 +14,14 @@ that does not.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-__all__ = ["split_by_bounds", "top_k_by_bounds"]
+if TYPE_CHECKING:
+    from .random import MT19937Stream
+
+__all__ = ["split_by_bounds", "top_k_by_bounds", "without_replacement"]
 
 
 def split_by_bounds(approx: np.ndarray, radius: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +50,25 @@ def top_k_by_bounds(approx: np.ndarray, radius: np.ndarray, k: int,
         raise RuntimeError(f"confidence bounds are inconsistent ({need} to choose from {idx.size})")
     best = idx[np.argsort(-exact(idx), kind="stable")[:need]] if need > 0 else idx[:0]
     return np.concatenate((np.flatnonzero(surely_in), best))
+
+
+def without_replacement(conf: np.ndarray, alg_temp: float, k: int,
+                        rng: MT19937Stream) -> np.ndarray:
+    """Dream: ``multinomial(softmax(conf / alg_temp), k)`` without replacement, float64.
+
+    Each draw takes one uniform double from the alg_temp stream and picks the first
+    remaining index whose running probability mass reaches it.
+    """
+    z = conf.astype(np.float64) / float(alg_temp)
+    w = np.exp(z - z.max())
+    taken = np.zeros(conf.size, dtype=bool)
+    out = np.empty(k, dtype=np.int64)
+    for j, u in enumerate(rng.uniform_double(k)):
+        cs = np.cumsum(np.where(taken, 0.0, w))
+        i = int(np.searchsorted(cs, cs[-1] * u, side="right"))
+        i = min(i, conf.size - 1)
+        while taken[i]:  # only reachable through rounding at a zero-weight boundary
+            i = (i + 1) % conf.size
+        taken[i] = True
+        out[j] = i
+    return out

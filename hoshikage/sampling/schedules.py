@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
+from .parallel import check_parallel
 from .params import DIFFUSION_PARAMS, SHARED, DiffusionParams
 
 __all__ = ["timestep_transfer_count", "get_num_transfer_tokens", "BlockPlan",
-           "plan_block_schedule", "validate_params"]
+           "plan_block_schedule", "validate_params", "check_run_args"]
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -117,5 +118,33 @@ def validate_params(params: DiffusionParams) -> None:
                              "add_gumbel_noise")
     if not isinstance(params.corrected, (bool, np.bool_)):
         raise ParameterError(f"corrected must be a bool, got {params.corrected!r}", "corrected")
+    check_parallel(params)
     from .random import normalize_seed
     normalize_seed(params.seed)
+
+
+def check_run_args(prompt_tokens, canvas_length, mask_token_id, n_vocab, shift_logits) -> np.ndarray:
+    """run_diffusion's arguments besides params; the prompt as int32, or ValueError naming the argument."""
+    for name, v in (("canvas_length", canvas_length), ("mask_token_id", mask_token_id),
+                    ("n_vocab", n_vocab)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if n_vocab < 1:
+        raise ValueError(f"n_vocab must be >= 1, got {n_vocab}")
+    if not 0 <= mask_token_id < n_vocab:
+        raise ValueError(f"mask_token_id must be in [0, n_vocab={n_vocab}), got {mask_token_id}")
+    prompt = np.asarray(prompt_tokens)
+    if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
+        raise ValueError(f"prompt_tokens must be a non-empty 1-D sequence of integers, "
+                         f"got shape {prompt.shape} dtype {prompt.dtype}")
+    if prompt.min() < 0 or prompt.max() >= n_vocab:
+        raise ValueError(f"prompt_tokens must be token ids in [0, {n_vocab}), got values in "
+                         f"[{prompt.min()}, {prompt.max()}]")
+    if canvas_length <= prompt.size:
+        raise ValueError(f"canvas_length ({canvas_length}) must exceed the prompt length "
+                         f"({prompt.size})")
+    if canvas_length >= 2**31:
+        raise ValueError(f"canvas_length must fit an int32, got {canvas_length}")
+    if not isinstance(shift_logits, (bool, np.bool_)):
+        raise ValueError(f"shift_logits must be a bool, got {shift_logits!r}")
+    return prompt.astype(np.int32)

@@ -12,18 +12,59 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, field_validator
 
 from ..embeddings import check_can_embed, embed_tokens, embedding_width, prepare_inputs
 from ..errors import ContextError, GenerationCancelled, HoshikageError
 from .errors import APIError
 from .job_runner import JobRunner, deadline_stop
 from .registry import ModelEntry
-from .schemas import EmbeddingRequest
+from .schemas import Checked
 from .settings import Settings
 from .worker import Job
+
+
+class EmbeddingRequest(Checked):
+    """POST /v1/embeddings (OpenAI's shape). ``input`` becomes a list of strings or a list of token
+    lists (one string, or one flat token list, is a list of one)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1, description="A registered autoregressive model (GET /v1/models).")
+    input: list[str] | list[list[int]] = Field(..., description="A string, a list of strings, a list of token "
+                                               "ids, or a list of lists of token ids (EMBEDDING_MAX_INPUTS, "
+                                               "EMBEDDING_MAX_TOKENS).")
+    encoding_format: Literal["float", "base64"] | None = Field(None, description="float (default) or base64 "
+                                                               "(little-endian float32).")
+    dimensions: int | None = Field(None, ge=1, description="Must equal the model's embedding size if given.")
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_shape(cls, value: Any) -> Any:
+        """Strict shapes (no bools or numeric strings as token ids), each input non-empty."""
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ValueError("input must be a string or a non-empty list of strings or token ids")
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+            value = [value]
+        kind = str if isinstance(value[0], str) else list
+        for i, item in enumerate(value):
+            if not isinstance(item, (str, list)):
+                raise ValueError(f"input[{i}] must be a string or a list of token ids, got {type(item).__name__}")
+            if not isinstance(item, kind):
+                raise ValueError(f"input[{i}]: every input must be of one kind, all strings or all token lists")
+            if not item:
+                raise ValueError(f"input[{i}] is empty")
+            if kind is list:
+                for j, tok in enumerate(item):
+                    if not isinstance(tok, int) or isinstance(tok, bool) or tok < 0:
+                        raise ValueError(f"input[{i}][{j}] = {tok!r} is not a token id (an int >= 0)")
+        return value
 
 
 @dataclass

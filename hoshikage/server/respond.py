@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .embed import make_embedding_plan
+from .embed import EmbeddingRequest, make_embedding_plan
 from .errors import APIError
 from .execute import Plan, make_plan
 from .openai_format import SSE_DONE, Formatter, extension, finish, sse, sse_comment
-from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .schemas import ChatCompletionRequest, CompletionRequest
 from .worker import Job
 
 if TYPE_CHECKING:

@@ -17,9 +17,10 @@ from .. import __version__
 from ..errors import ModelLoadError
 from . import respond
 from .access import Access
+from .embed import EmbeddingRequest
 from .errors import APIError
 from .registry import ModelEntry, RegistryError, check_model_path
-from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest
 
 if TYPE_CHECKING:
     from .app import ServerState
