@@ -63,29 +63,24 @@ def lib() -> Any:
 
 def reference_lib() -> Any:
     """The shim exposing ``hk_ref_diffusion_generate`` (llama.cpp's own diffusion loop)."""
-    lib()
-    with _lock:
-        if "reference" not in _state:
-            path = _state["build"].reference_library
-            if path is None or not path.is_file():
-                raise LibraryNotFound(
-                    f"the reference diffusion shim was not built (looked for {path}); run build_llama.py"
-                )
-            _state["reference"] = ffi.dlopen(str(path))
-    return _state["reference"]
+    return _shim("reference", "the reference diffusion shim", "run build_llama.py")
 
 
 def chat_lib() -> Any:
     """The shim exposing llama.cpp's chat formats, parsers and grammar tools (``hk_chat_*``)."""
+    return _shim("chat", "the chat shim", f"rebuild with: {BUILD_COMMAND}")
+
+
+def _shim(key: str, what: str, fix: str) -> Any:
+    """Open the build's ``<key>_library`` once (after libllama); LibraryNotFound saying ``fix`` if absent."""
     lib()
     with _lock:
-        if "chat" not in _state:
-            path = _state["build"].chat_library
+        if key not in _state:
+            path = getattr(_state["build"], f"{key}_library")
             if path is None or not path.is_file():
-                raise LibraryNotFound(f"the chat shim was not built (looked for {path}); rebuild with: "
-                                      f"{BUILD_COMMAND}")
-            _state["chat"] = ffi.dlopen(str(path))
-    return _state["chat"]
+                raise LibraryNotFound(f"{what} was not built (looked for {path}); {fix}")
+            _state[key] = ffi.dlopen(str(path))
+    return _state[key]
 
 
 def _preload_libstdcxx() -> None:
