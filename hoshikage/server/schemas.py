@@ -40,6 +40,13 @@ def check_stops(value: str | list[str] | None) -> list[str]:
     return [s for s in stops if s]
 
 
+def refuse_problem(problem: str | None, value: Any) -> Any:
+    """``value`` if ``problem`` (a text rule's verdict) is None, else ValueError(problem)."""
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 class Checked(BaseModel):
     """A request body (or part of one) whose strings must all be valid Unicode."""
 
@@ -53,10 +60,7 @@ class Checked(BaseModel):
     @classmethod
     def _no_lone_surrogates(cls, value: Any) -> Any:
         """Any string in the validated value (lists, content parts), named from the innermost field."""
-        problem = surrogate_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+        return refuse_problem(surrogate_problem(value), value)
 
 
 class StreamOptions(Checked):
@@ -357,10 +361,7 @@ class AddModelRequest(Checked):
     @field_validator("name", mode="after")
     @classmethod
     def _name(cls, value: str) -> str:
-        problem = model_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+        return refuse_problem(model_name_problem(value), value)
 
     @field_validator("stop", mode="after")
     @classmethod
