@@ -41,8 +41,9 @@ class Config:
         return ARCHS[self.arch]
 
     def dims(self) -> Dims:
-        return Dims(self.n_vocab, self.n_embd, self.n_layer, self.n_head, self.n_head_kv,
-                    self.head_dim, self.n_ff, 0, 0, 0)
+        return Dims(n_vocab=self.n_vocab, n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head,
+                    n_head_kv=self.n_head_kv, head_dim=self.head_dim, n_ff=self.n_ff, n_expert=0,
+                    n_expert_used=0, n_ff_exp=0)
 
 
 def init_params(cfg: Config, seed: int) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ expert routing counts of the real checkpoint) are the real models' ``config.json
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def round_up(x: float, m: int = 32) -> int:
 
 
 @dataclass(frozen=True)
-class Dims:
-    n_vocab: int
+class Sizes:
+    """A model's layer sizes: with the vocabulary size, what its tensor shapes follow from."""
     n_embd: int
     n_layer: int
     n_head: int
@@ -96,6 +96,16 @@ class Dims:
     n_expert: int
     n_expert_used: int
     n_ff_exp: int
+
+    def sizes(self) -> dict[str, int]:
+        """The size fields by name (of a Sizes or any subclass)."""
+        return {f.name: getattr(self, f.name) for f in fields(Sizes)}
+
+
+@dataclass(frozen=True)
+class Dims(Sizes):
+    """Sizes and the vocabulary size: every tensor shape (``tensor_shapes``)."""
+    n_vocab: int
 
     @property
     def n_q(self) -> int:

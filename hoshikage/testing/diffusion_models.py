@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ._archs import ARCHS, ArchSpec, Dims, round_up, tensor_shapes
+from ._archs import ARCHS, ArchSpec, Dims, Sizes, round_up, tensor_shapes
 from ._vocab import Vocab, build_byte_vocab, build_vocab
 from ._weights import WeightStyle, make_tensor
 
@@ -59,18 +59,9 @@ CACHE_ENV = "HOSHIKAGE_CACHE_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelParams:
+class ModelParams(Sizes):
     """Everything that determines a generated file's bytes (besides the tokenizer source)."""
     arch: str
-    n_embd: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_expert: int
-    n_expert_used: int
-    n_ff_exp: int
     n_vocab_pad_to: int | None
     seed: int
     dtype: str
@@ -118,8 +109,10 @@ def resolve_params(arch: str, *, n_embd: int = 96, n_layer: int = 2, n_head: int
         raise ValueError(f"{arch} needs n_embd ({n_embd}) == n_head * head_dim ({n_head} * {head_dim})")
     if spec.moe and not 0 < n_expert_used <= n_expert:
         raise ValueError("need 0 < n_expert_used <= n_expert")
-    return ModelParams(arch, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_expert,
-                       n_expert_used, n_ff_exp, n_vocab_pad_to, seed, dtype, style or WeightStyle())
+    return ModelParams(arch=arch, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
+                       head_dim=head_dim, n_ff=n_ff, n_expert=n_expert, n_expert_used=n_expert_used,
+                       n_ff_exp=n_ff_exp, n_vocab_pad_to=n_vocab_pad_to, seed=seed, dtype=dtype,
+                       style=style or WeightStyle())
 
 
 def _write_metadata(w, spec: ArchSpec, p: ModelParams, d: Dims, vocab: Vocab,
@@ -238,8 +231,7 @@ def write_diffusion_gguf(path: str | os.PathLike[str], arch: str, *, n_embd: int
                        n_vocab_pad_to=n_vocab_pad_to, seed=seed, dtype=dtype, style=style)
     spec = ARCHS[arch]
     vocab = _build_named_vocab(arch, vocab, n_vocab_pad_to)
-    d = Dims(vocab.size, p.n_embd, p.n_layer, p.n_head, p.n_head_kv, p.head_dim, p.n_ff,
-             p.n_expert, p.n_expert_used, p.n_ff_exp)
+    d = Dims(n_vocab=vocab.size, **p.sizes())
     np_dtype = np.float16 if dtype == "f16" else np.float32
 
     path = Path(path)

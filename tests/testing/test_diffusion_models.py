@@ -141,8 +141,7 @@ def test_same_parameters_same_bytes(models, tmp_path):
     # the seed reaches the tensors
     p0, p1 = (dm.resolve_params("llada", seed=s) for s in (0, 1))
     vocab = dm.build_vocab("llada")
-    dims = dm.Dims(vocab.size, p0.n_embd, p0.n_layer, p0.n_head, p0.n_head_kv, p0.head_dim,
-                   p0.n_ff, 0, 0, 0)
+    dims = dm.Dims(n_vocab=vocab.size, **p0.sizes())
     shapes = dm.tensor_shapes(dm.ARCHS["llada"], dims)
     for name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.1.ffn_norm.weight"):
         shape = shapes[name]
