@@ -37,6 +37,7 @@ def default_threads() -> int:
 # enum llama_pooling_type (llama.h)
 POOLING_UNSPECIFIED, POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = -1, 0, 1, 2, 3, 4
 POOLING_TYPES = {POOLING_UNSPECIFIED: "unspecified", POOLING_NONE: "none", POOLING_MEAN: "mean",
+GGML_TYPE_F32 = 0  # enum ggml_type
                  POOLING_CLS: "cls", POOLING_LAST: "last", POOLING_RANK: "rank"}
 
 
@@ -54,11 +55,12 @@ class Context:
         pooling_type: a llama_pooling_type (POOLING_* here); None lets llama.cpp take the model's
             own (UNSPECIFIED: the GGUF's ``<arch>.pooling_type``, else NONE).
     """
+        kv_f32: a float32 KV cache (default F16): attention then reads the bits it computed.
 
     def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int | None = None,
                  n_ubatch: int | None = None, n_threads: int | None = None,
                  n_threads_batch: int | None = None, embeddings: bool = False,
-                 pooling_type: int | None = None):
+                 pooling_type: int | None = None, kv_f32: bool = False):
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch),
                             ("n_threads", n_threads), ("n_threads_batch", n_threads_batch)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
@@ -88,6 +90,8 @@ class Context:
         if pooling_type is not None:
             params.pooling_type = pooling_type
         ptr = lib.llama_init_from_model(model.ptr, params)
+        if kv_f32:
+            params.type_k = params.type_v = GGML_TYPE_F32
         if ptr == _ffi.NULL:
             raise ContextError(
                 f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch}, "
@@ -195,6 +199,14 @@ class Context:
         self._aligned = 0
 
     @property
+    def drop_from(self, pos: int) -> None:
+        """Forget the cached positions >= ``pos`` (llama_memory_seq_rm); decoding goes on at ``pos``."""
+        mem = self._lib.llama_get_memory(self.ptr)
+        if mem == _ffi.NULL or not 0 <= pos <= self.n_past or not self._lib.llama_memory_seq_rm(mem, 0, pos, -1):
+            raise ContextError(f"cannot drop the cached positions from {pos} of {self.n_past} ({self.model.path.name})")
+        self.n_past, self._aligned = pos, min(self._aligned, pos - pos % self.prompt_chunk)
+        self._history = None if self._history is None else self._history[:pos]
+
     def cached_tokens(self) -> list[int]:
         """The tokens the KV cache holds (positions 0..n_past-1); [] when unknown or empty."""
         return list(self._history or [])

@@ -90,7 +90,8 @@ class GGUFHeader:
     kv: metadata values (strings decoded as UTF-8 with replacement; arrays as lists, or None
         when not materialised); tensors: by name, in file order; data_start: absolute offset
         of the tensor data section; size: file size in bytes; token_hashes: int64 [n_vocab]
-        hashes of the vocabulary's texts when asked for.
+        hashes of the vocabulary's texts when asked for; spans: each metadata key's (offset of
+        its key string, offset of its value's type field), absolute, for in-place header edits.
     """
 
     path: Path
@@ -101,6 +102,7 @@ class GGUFHeader:
     size: int = 0
     token_hashes: np.ndarray | None = None
     token_array_offset: int | None = None  # where the vocabulary's string array starts
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def token_bytes(self) -> list[bytes]:
         """The vocabulary's texts as raw bytes (read again from the file)."""
@@ -253,7 +255,9 @@ class _Parser:
         out = GGUFHeader(path, version, {}, size=size)
         off, alignment = 24, 32
         for i in range(n_kv):
+            key_at = off
             key, off = self.string(off, f"metadata key #{i}")
+            out.spans[str(key)] = (key_at, off)
             (t,) = self.unpack("<I", off, f"type of {key!r}")
             want, at = keys is None or key in keys, off + 4
             val, off = self.value(t, at, f"metadata {key!r}", keep=want or key == ALIGNMENT_KEY,

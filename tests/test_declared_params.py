@@ -161,7 +161,8 @@ def test_make_plan_merges_settings_entry_and_request_by_the_declared_names(tmp_p
     req = ChatCompletionRequest.model_validate({**CHAT, "diffusion_block_length": 16, "top_k": 5})
     plan = make_plan(req, entry, settings)
     assert plan.diffusion == {"steps": 12, "algorithm": 4, "schedule": 0, "eps": 0.01, "block_length": 16,
-                              "alg_temp": 0.0, "cfg_scale": 0.0, "threshold": 0.0, "factor": 0.0}
+                              "alg_temp": 0.0, "cfg_scale": 0.0, "threshold": 0.0, "factor": 0.0, "cache": None,
+                              "cache_refresh": 0}
     assert plan.sampling == {"temperature": 0.3, "top_p": 0.8, "top_k": 5, "repeat_penalty": 1.0,
                              "repeat_last_n": 64}
 

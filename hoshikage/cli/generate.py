@@ -19,7 +19,8 @@ LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
 # llama-diffusion-cli's defaults; 0 = not given for eps and block length (exactly one picks the schedule).
 # Parallel decoding and early stop are off, so the printed canvas is llama-diffusion-cli's.
 DIFFUSION_CLI_DEFAULTS = {"steps": 128, "algorithm": "4", "eps": 0.0, "block_length": 0, "alg_temp": 0.0,
-                          "cfg_scale": 0.0, "threshold": 0.0, "factor": 0.0, "early_stop": False}
+                          "cfg_scale": 0.0, "threshold": 0.0, "factor": 0.0, "early_stop": False,
+                          "cache": None, "cache_refresh": 0}  # no prefix cache: llama-diffusion-cli's passes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +79,7 @@ def _diffusion_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _progress(visual: bool, model: Any, n_prompt: int):
     """The library's tqdm bar on stderr; ``--diffusion-visual`` adds the answer so far to its line."""
+        "cache": args.diffusion_cache, "cache_refresh": args.diffusion_cache_refresh,
     from ..progress import progress_bar
 
     return progress_bar("diffusion step", file=sys.stderr, model=model, n_prompt=n_prompt, show_text=visual)

@@ -20,16 +20,28 @@ from ..model import Model
 from ..sampling import (DiffusionResult, StepCallback, plan_block_schedule, run_diffusion,
                         validate_params)
 from ..sampling.params import DiffusionParams, Schedule
+from .prefix_cache import PrefixCache, check_cache_model
 from .text_stream import find_stop
 from .types import Chunk, Completion, Timings
 
 
-def diffuse(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, canvas_length: int,
-            params: DiffusionParams, step_callback: StepCallback | None = None) -> DiffusionResult:
+def diffuse(model: Model, ctx: Context | None, prompt_tokens: Sequence[int], *, canvas_length: int,
+            params: DiffusionParams, step_callback: StepCallback | None = None,
+            n_threads: int | None = None) -> DiffusionResult:
     """Run the numpy diffusion loop over ``ctx``: each step is one non-causal pass of the
     whole canvas, read back as a zero-copy ``[canvas, n_vocab]`` view, sampled on
     ``ctx.n_threads`` threads. Causal attention is off for the loop and restored afterwards.
-    ``ctx.n_ubatch`` must be >= canvas_length."""
+    ``ctx.n_ubatch`` must be >= canvas_length.
+
+    With ``params.cache == "prefix"`` the passes run on the model's twin through the prefix KV
+    cache (prefix_cache.py, its own context, freed at the end); ``ctx`` (may be None: then
+    ``n_threads``) only lends its thread count."""
+    if params.cache == "prefix":
+        plan = plan_block_schedule(canvas_length, len(prompt_tokens), params.steps, params.block_length)
+        with PrefixCache(model, canvas_length=canvas_length, blocks=plan.blocks, shift=model.shift_logits,
+                         n_threads=ctx.n_threads if ctx is not None else n_threads,
+                         refresh_every=params.cache_refresh) as cache:
+            return _run(model, prompt_tokens, canvas_length, params, step_callback, cache, cache.ctx.n_threads)
 
     def logits_fn(tokens: np.ndarray) -> np.ndarray:
         ctx.decode(tokens, logits="all", pos=0)
@@ -37,12 +49,17 @@ def diffuse(model: Model, ctx: Context, prompt_tokens: Sequence[int], *, canvas_
 
     ctx.set_causal_attn(False)
     try:
-        return run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas_length,
-                             mask_token_id=model.mask_token, n_vocab=model.n_vocab, logits_fn=logits_fn,
-                             params=params, shift_logits=model.shift_logits, step_callback=step_callback,
-                             threads=ctx.n_threads, eog_ids=end_of_generation_ids(model))
+        return _run(model, prompt_tokens, canvas_length, params, step_callback, logits_fn, ctx.n_threads)
     finally:
         ctx.set_causal_attn(True)
+
+
+def _run(model: Model, prompt_tokens: Sequence[int], canvas_length: int, params: DiffusionParams,
+         step_callback: StepCallback | None, logits_fn, threads: int) -> DiffusionResult:
+    return run_diffusion(np.asarray(prompt_tokens, dtype=np.int32), canvas_length=canvas_length,
+                         mask_token_id=model.mask_token, n_vocab=model.n_vocab, logits_fn=logits_fn,
+                         params=params, shift_logits=model.shift_logits, step_callback=step_callback,
+                         threads=threads, eog_ids=end_of_generation_ids(model))
 
 
 _EOG_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its ids, found once
@@ -111,6 +128,8 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
     if mask is None:
         raise ValueError(f"{model.path.name} is a diffusion model without a mask token (tokenizer.ggml.mask_token_id)")
     validate_params(params)
+    if params.cache is not None:
+        check_cache_model(model)  # an arch without a twin is refused before any work
     limit = context.n_ubatch if context is not None else (n_ctx or model.n_ctx_train)
     canvas, params, notes = plan_canvas(len(prompt_tokens), max_tokens, params, limit=limit, adjust=adjust)
 
@@ -120,15 +139,17 @@ def stream_diffusion(model: Model, prompt_tokens: Sequence[int], *, max_tokens: 
         return on_step is None or on_step(step, total, tokens) is not False
 
     def run() -> Iterator[Chunk]:
-        ctx = context or Context(model, n_ctx=canvas, n_batch=canvas, n_ubatch=canvas, n_threads=n_threads)
+        ctx = context
+        if ctx is None and params.cache is None:  # the prefix cache makes its own context
+            ctx = Context(model, n_ctx=canvas, n_batch=canvas, n_ubatch=canvas, n_threads=n_threads)
         try:
             result = diffuse(model, ctx, prompt_tokens, canvas_length=canvas, params=params,
-                             step_callback=step_callback)
+                             step_callback=step_callback, n_threads=n_threads)
             finish = getattr(on_step, "finish", None)  # e.g. hoshikage.progress_bar(): fill and close it
             if finish is not None:
                 finish(result.cancelled)
         finally:
-            if context is None:
+            if context is None and ctx is not None:
                 ctx.close()
         yield _to_chunk(model, len(prompt_tokens), result, params, stop, notes, canvas, max_tokens)
 

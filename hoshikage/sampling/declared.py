@@ -22,7 +22,8 @@ class Param:
     """One parameter.
 
     name:            the library's field (SamplingParams / DiffusionParams).
-    kind:            int, float, bool, or an IntEnum (given as a number or a member's name).
+    kind:            int, float, bool, or an IntEnum (given as a number or a member's name), or str
+                     with ``choices`` (one of them, exactly).
     default:         the library's default (None: chosen at run time, e.g. a random seed).
     help:            one line, shown by the request schema, the settings and the CLI.
     lo, hi:          the range (None: unbounded); ``lo_open`` / ``hi_open`` exclude the bound.
@@ -33,6 +34,7 @@ class Param:
     flags:           command-line flags (``hoshikage add`` / ``hoshikage generate``).
     only_with:       a schedule: the library checks the value only when that schedule uses it.
     aliases:         more names of an enum's members (("BLOCK", Schedule.BLOCK_BASED), ...).
+    choices:         a str parameter's values (("prefix",), ...).
     autoregressive_only: ignored for a diffusion model.
     """
 
@@ -51,6 +53,7 @@ class Param:
     only_with: Any = None
     autoregressive_only: bool = False
     aliases: tuple[tuple[str, Any], ...] = ()
+    choices: tuple[str, ...] = ()
 
     @property
     def is_enum(self) -> bool:
@@ -80,6 +83,8 @@ class Param:
             return "one of " + ", ".join(f"{m.value} {m.name}" for m in self.kind)
         if self.is_bool:
             return "true or false"
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
         if self.lo is not None and self.hi is not None:
             return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
         if self.lo is not None:
@@ -93,6 +98,10 @@ class Param:
             return value
         if self.is_enum:
             return self._check_member(value)
+        if self.choices:
+            if not isinstance(value, str) or value not in self.choices:
+                self._fail(value, self.range_text())
+            return value
         if self.is_bool:
             if type(value).__name__ not in ("bool", "bool_"):  # Python's or numpy's, never 0 / 1
                 self._fail(value, "true or false")

@@ -35,13 +35,15 @@ from .random import LLAMA_DEFAULT_SEED, MT19937Stream, normalize_seed
 from .early_stop import AnswerEnd
 from .parallel import certainty, parallel_rule
 from .ranking import top_k_by_bounds, without_replacement
+from .rows import RowLogits, fetch_rows
 from .schedules import (check_run_args, get_num_transfer_tokens, plan_block_schedule,
                         timestep_transfer_count, validate_params)
 
 __all__ = ["LogitsFn", "StepCallback", "DiffusionResult", "run_diffusion", "CHUNK_ROWS"]
 
-#: tokens int32 [canvas] -> float32 [canvas, n_vocab]; may be a view valid until the next call.
-LogitsFn = Callable[[np.ndarray], np.ndarray]
+#: tokens int32 [canvas] -> float32 [canvas, n_vocab], or a RowLogits (sampling/rows.py: only the
+#: rows a step needs); may be a view valid until the next call.
+LogitsFn = Union[Callable[[np.ndarray], np.ndarray], RowLogits]
 #: (step, total_steps, canvas tokens int32 [canvas]) -> False to cancel.
 StepCallback = Callable[[int, int, np.ndarray], Optional[bool]]
 
@@ -71,21 +73,18 @@ class DiffusionResult:
 
 
 class _Logits:
-    """Calls ``logits_fn``, checks what it returns and times it."""
+    """Calls ``logits_fn`` (plain or row: sampling/rows.py), checks what it returns and times it."""
 
     def __init__(self, fn: LogitsFn, canvas: int, n_vocab: int) -> None:
         self.fn, self.shape, self.seconds = fn, (canvas, n_vocab), 0.0
 
-    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+    def __call__(self, tokens: np.ndarray, need: int = 0) -> tuple[int, np.ndarray]:
+        """(first, float32 [canvas - first, n_vocab]): rows from ``first <= need`` on."""
         t0 = time.perf_counter()
-        out = self.fn(tokens)
-        self.seconds += time.perf_counter() - t0
-        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != self.shape:
-            got = (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
-                   else type(out).__name__)
-            raise ValueError(f"logits_fn must return a float32 array of shape {self.shape}, "
-                             f"got {got}")
-        return out
+        try:
+            return fetch_rows(self.fn, tokens, need, self.shape)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
 
 def run_diffusion(prompt_tokens, *, canvas_length: int, mask_token_id: int, n_vocab: int,
@@ -241,8 +240,10 @@ class _State:
     def _source(self, canvas, masked, prompt_len, mask, logits_of) -> _Source:
         """The logits this step reads (guided when cfg_scale > 0) and the reference's gumbel row 0."""
         rows = np.maximum(masked - 1, 0) if self.shift else masked
-        src = logits_of(canvas)
-        if np.float32(self.p.cfg_scale) > 0:
+        guided = np.float32(self.p.cfg_scale) > 0  # both passes then read whole canvases
+        first, src = logits_of(canvas, 0 if guided else int(rows.min()))
+        rows = rows - first
+        if guided:
             src, rows = self._guided(canvas, src, rows, prompt_len, mask, logits_of)
         source = _Source(src, rows)
         if self.gumbel and not self.p.corrected:
@@ -260,7 +261,7 @@ class _State:
         cond = src[uniq]  # a copy, taken before the second call invalidates src
         un_x = canvas.copy()
         un_x[:prompt_len] = mask
-        unc_view = logits_of(un_x)
+        _, unc_view = logits_of(un_x)
         scale = np.float32(self.p.cfg_scale) + np.float32(1.0)
         for lo in range(0, uniq.size, CHUNK_ROWS):  # uncond rows are read in chunks, never copied whole
             unc = unc_view[uniq[lo:lo + CHUNK_ROWS]]

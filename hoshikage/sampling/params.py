@@ -95,6 +95,12 @@ DIFFUSION_PARAMS: tuple[Param, ...] = (
     _diffusion("early_stop", bool, True, "Stop once the answer (the canvas up to the first end-of-generation "
                "token) is decided: the same answer in fewer forwards; the rest of the canvas stays masked.",
                setting=False),
+    # The prefix KV cache (docs/diffusion.md, "Prefix cache"); the llama.cpp side is generation/prefix_cache.py.
+    _diffusion("cache", str, None, "prefix: reuse the prompt's and finished blocks' keys and values while a block "
+               "is denoised (block schedule, LLaDA / Dream; faster, not bit-identical); unset: every step "
+               "recomputes the whole canvas.", choices=("prefix",)),
+    _diffusion("cache_refresh", int, 0, "With the prefix cache, also recompute the whole canvas every this many "
+               "steps inside a block (fresher, slower); 0: only at each block's first step.", lo=0, hi=100_000),
 )
 SHARED, DIFFUSION = by_name(SHARED_PARAMS), by_name(DIFFUSION_PARAMS)
 
@@ -118,6 +124,9 @@ class DiffusionParams:
     factor:           > 0: Fast-dLLM's factor rule instead of a threshold (not both).
     early_stop:       stop once the answer is decided (needs the end-of-generation ids; the
                       answer is unchanged, positions after it may stay masked).
+    cache:            None (every step decodes the whole canvas: the reference) or "prefix" (the
+                      block schedule's prefix KV cache; generation/prefix_cache.py).
+    cache_refresh:    with the cache, > 0 also decodes the whole canvas every that many steps.
     add_gumbel_noise: LLaDA's gumbel perturbation of the logits (only when temperature > 0).
     seed:             seeds every random stream, as llama.cpp does.
     corrected:        False reproduces llama.cpp's reference bit for bit, defects included;
@@ -138,6 +147,8 @@ class DiffusionParams:
     threshold: float = DIFFUSION["threshold"].default
     factor: float = DIFFUSION["factor"].default
     early_stop: bool = DIFFUSION["early_stop"].default
+    cache: str | None = DIFFUSION["cache"].default
+    cache_refresh: int = DIFFUSION["cache_refresh"].default
     add_gumbel_noise: bool = False
     seed: int = 0
     corrected: bool = False

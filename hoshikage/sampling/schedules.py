@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ParameterError
 from .parallel import check_parallel
 from .params import DIFFUSION_PARAMS, SHARED, DiffusionParams
+from .rows import check_cache
 
 __all__ = ["timestep_transfer_count", "get_num_transfer_tokens", "BlockPlan",
            "plan_block_schedule", "validate_params", "check_run_args"]
@@ -119,6 +120,7 @@ def validate_params(params: DiffusionParams) -> None:
     if not isinstance(params.corrected, (bool, np.bool_)):
         raise ParameterError(f"corrected must be a bool, got {params.corrected!r}", "corrected")
     check_parallel(params)
+    check_cache(params)
     from .random import normalize_seed
     normalize_seed(params.seed)
 

@@ -10,7 +10,11 @@ ignores the batch's output flags), so one request costs, besides the weights:
   masked rows in chunks), whatever the canvas;
 - with CFG, the conditional and unconditional rows of the positions still masked (the current
   block under the block schedule, the rest of the answer under the timestep schedule): two
-  ``[rows, n_vocab]`` copies, never a second full-canvas logits buffer.
+  ``[rows, n_vocab]`` copies, never a second full-canvas logits buffer;
+- with the prefix cache (``diffusion_cache=prefix``), the twin's context, made for the request
+  and freed after it: its float32 KV cache, ``2 x n_layer x n_ctx x n_head_kv x head_dim`` (n_ctx
+  rounded up to 256), and its own logits and compute buffers (as above). The twin's weights are
+  a second mmap'd file (page cache), like the model's own weights not counted here.
 
 The estimate errs high on purpose; it decides whether a request is refused up front.
 """
@@ -41,10 +45,11 @@ class DiffusionEstimate:
     compute_bytes: int
     sampler_bytes: int
     cfg_bytes: int
+    cache_bytes: int = 0  # the prefix cache's twin context: KV cache, logits, compute
 
     @property
     def total_bytes(self) -> int:
-        return self.logits_bytes + self.compute_bytes + self.sampler_bytes + self.cfg_bytes
+        return self.logits_bytes + self.compute_bytes + self.sampler_bytes + self.cfg_bytes + self.cache_bytes
 
     @property
     def total_mb(self) -> float:
@@ -55,12 +60,16 @@ class DiffusionEstimate:
                  f"sampler {self.sampler_bytes / MiB:.0f} MiB"]
         if self.cfg_bytes:
             parts.append(f"CFG rows {self.cfg_bytes / MiB:.0f} MiB")
+        if self.cache_bytes:
+            parts.append(f"prefix cache {self.cache_bytes / MiB:.0f} MiB")
         return f"{self.total_mb:.0f} MiB (" + ", ".join(parts) + ")"
 
 
 def estimate_diffusion(*, canvas: int, n_ubatch: int, n_prompt: int, n_vocab: int, n_embd: int, n_head: int,
-                       n_ff: int, block_length: int | None, cfg: bool) -> DiffusionEstimate:
-    """Bytes one diffusion request needs beyond the weights (see the module docstring)."""
+                       n_ff: int, block_length: int | None, cfg: bool,
+                       kv_cache: tuple[int, int, int] | None = None) -> DiffusionEstimate:
+    """Bytes one diffusion request needs beyond the weights (see the module docstring).
+    ``kv_cache``: (n_layer, n_head_kv, head_dim) with the prefix cache, else None."""
     f32 = 4
     logits = canvas * n_vocab * f32
     attention = n_head * n_ubatch * n_ubatch * f32
@@ -70,7 +79,15 @@ def estimate_diffusion(*, canvas: int, n_ubatch: int, n_prompt: int, n_vocab: in
     sampler = SAMPLER_TEMPORARIES * min(answer, CHUNK_ROWS) * n_vocab * f32 + canvas * 64
     masked_rows = min(answer, block_length) if block_length else answer
     cfg_rows = 2 * masked_rows * n_vocab * f32 if cfg else 0
-    return DiffusionEstimate(logits, compute, sampler, cfg_rows)
+    cache = 0
+    if kv_cache is not None:
+        n_layer, n_head_kv, head_dim = kv_cache
+        n_kv = -(-canvas // 256) * 256
+        kv = 2 * n_layer * n_kv * n_head_kv * head_dim * f32
+        logits_twice = 2 * canvas * n_vocab * f32  # the twin's output buffer and its graph's logits
+        twin_compute = n_head * canvas * n_kv * f32 + canvas * (2 * n_ff + 6 * n_embd) * f32
+        cache = kv + logits_twice + twin_compute
+    return DiffusionEstimate(logits, compute, sampler, cfg_rows, cache)
 
 
 def process_memory() -> dict[str, float]:

@@ -8,7 +8,7 @@ settings < registry entry < request reads the same names.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -20,7 +20,11 @@ REQUEST_NAMES = {p.name: p.request for p in (*SHARED_PARAMS, *DIFFUSION_PARAMS) 
 
 
 def _type(p: Param, field: str, optional: bool) -> Any:
-    """The pydantic type of ``p`` under the name ``field``: enums take a number or a name."""
+    """The pydantic type of ``p`` under the name ``field``: enums take a number or a name, a
+    str parameter one of its choices (None where its default is None)."""
+    if p.choices:
+        kind = Literal[p.choices]
+        return kind | None if optional or p.default is None else kind
     if not p.is_enum:
         return p.kind | None if optional else p.kind
 
