@@ -36,8 +36,8 @@ def default_threads() -> int:
 
 # enum llama_pooling_type (llama.h)
 POOLING_UNSPECIFIED, POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = -1, 0, 1, 2, 3, 4
-POOLING_TYPES = {POOLING_UNSPECIFIED: "unspecified", POOLING_NONE: "none", POOLING_MEAN: "mean",
 GGML_TYPE_F32 = 0  # enum ggml_type
+POOLING_TYPES = {POOLING_UNSPECIFIED: "unspecified", POOLING_NONE: "none", POOLING_MEAN: "mean",
                  POOLING_CLS: "cls", POOLING_LAST: "last", POOLING_RANK: "rank"}
 
 

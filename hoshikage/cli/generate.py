@@ -74,12 +74,12 @@ def _diffusion_options(args: argparse.Namespace) -> dict[str, Any]:
         "add_gumbel_noise": args.diffusion_add_gumbel_noise != 0, "corrected": args.diffusion_corrected,
         "threshold": args.diffusion_threshold, "factor": args.diffusion_factor,
         "early_stop": args.diffusion_early_stop,
+        "cache": args.diffusion_cache, "cache_refresh": args.diffusion_cache_refresh,
     }
 
 
 def _progress(visual: bool, model: Any, n_prompt: int):
     """The library's tqdm bar on stderr; ``--diffusion-visual`` adds the answer so far to its line."""
-        "cache": args.diffusion_cache, "cache_refresh": args.diffusion_cache_refresh,
     from ..progress import progress_bar
 
     return progress_bar("diffusion step", file=sys.stderr, model=model, n_prompt=n_prompt, show_text=visual)

@@ -238,11 +238,11 @@ class Runner(JobRunner):
         arch = model.arch
         n_head = _meta_int(model, f"{arch}.attention.head_count", 32)
         n_ff = _meta_int(model, f"{arch}.feed_forward_length", 4 * model.n_embd)
-        est = estimate_diffusion(canvas=canvas, n_ubatch=n_ubatch, n_prompt=n_prompt, n_vocab=model.n_vocab,
         kv_cache = None
         if plan.diffusion.get("cache") == "prefix":  # the twin's KV cache (generation/prefix_cache.py)
             kv_cache = (_meta_int(model, f"{arch}.block_count", 32),
                         _meta_int(model, f"{arch}.attention.head_count_kv", n_head), model.n_embd // n_head)
+        est = estimate_diffusion(canvas=canvas, n_ubatch=n_ubatch, n_prompt=n_prompt, n_vocab=model.n_vocab,
                                  n_embd=model.n_embd, n_head=n_head, n_ff=n_ff, block_length=block,
                                  cfg=plan.diffusion.get("cfg_scale", 0) > 0, kv_cache=kv_cache)
         plan.info["memory_estimate_mb"] = round(est.total_mb, 1)
