@@ -54,8 +54,8 @@ class Context:
             outputs every token of a batch.
         pooling_type: a llama_pooling_type (POOLING_* here); None lets llama.cpp take the model's
             own (UNSPECIFIED: the GGUF's ``<arch>.pooling_type``, else NONE).
-    """
         kv_f32: a float32 KV cache (default F16): attention then reads the bits it computed.
+    """
 
     def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int | None = None,
                  n_ubatch: int | None = None, n_threads: int | None = None,
@@ -89,9 +89,9 @@ class Context:
         params.embeddings = bool(embeddings)
         if pooling_type is not None:
             params.pooling_type = pooling_type
-        ptr = lib.llama_init_from_model(model.ptr, params)
         if kv_f32:
             params.type_k = params.type_v = GGML_TYPE_F32
+        ptr = lib.llama_init_from_model(model.ptr, params)
         if ptr == _ffi.NULL:
             raise ContextError(
                 f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch}, "
@@ -198,7 +198,6 @@ class Context:
         self._history = []
         self._aligned = 0
 
-    @property
     def drop_from(self, pos: int) -> None:
         """Forget the cached positions >= ``pos`` (llama_memory_seq_rm); decoding goes on at ``pos``."""
         mem = self._lib.llama_get_memory(self.ptr)
@@ -207,6 +206,7 @@ class Context:
         self.n_past, self._aligned = pos, min(self._aligned, pos - pos % self.prompt_chunk)
         self._history = None if self._history is None else self._history[:pos]
 
+    @property
     def cached_tokens(self) -> list[int]:
         """The tokens the KV cache holds (positions 0..n_past-1); [] when unknown or empty."""
         return list(self._history or [])
