@@ -36,7 +36,6 @@ def default_threads() -> int:
 
 # enum llama_pooling_type (llama.h)
 POOLING_UNSPECIFIED, POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = -1, 0, 1, 2, 3, 4
-GGML_TYPE_F32 = 0  # enum ggml_type
 POOLING_TYPES = {POOLING_UNSPECIFIED: "unspecified", POOLING_NONE: "none", POOLING_MEAN: "mean",
                  POOLING_CLS: "cls", POOLING_LAST: "last", POOLING_RANK: "rank"}
 
@@ -54,13 +53,12 @@ class Context:
             outputs every token of a batch.
         pooling_type: a llama_pooling_type (POOLING_* here); None lets llama.cpp take the model's
             own (UNSPECIFIED: the GGUF's ``<arch>.pooling_type``, else NONE).
-        kv_f32: a float32 KV cache (default F16): attention then reads the bits it computed.
     """
 
     def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int | None = None,
                  n_ubatch: int | None = None, n_threads: int | None = None,
                  n_threads_batch: int | None = None, embeddings: bool = False,
-                 pooling_type: int | None = None, kv_f32: bool = False):
+                 pooling_type: int | None = None):
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch),
                             ("n_threads", n_threads), ("n_threads_batch", n_threads_batch)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
@@ -89,8 +87,6 @@ class Context:
         params.embeddings = bool(embeddings)
         if pooling_type is not None:
             params.pooling_type = pooling_type
-        if kv_f32:
-            params.type_k = params.type_v = GGML_TYPE_F32
         ptr = lib.llama_init_from_model(model.ptr, params)
         if ptr == _ffi.NULL:
             raise ContextError(

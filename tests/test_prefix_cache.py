@@ -7,7 +7,7 @@ import pytest
 import hoshikage as hk
 from hoshikage.errors import ParameterError
 from hoshikage.generation.diffusion import diffuse
-from hoshikage.generation.prefix_cache import PrefixCache
+from hoshikage.generation.prefix_cache import MIN_ROWS, PrefixCache
 from hoshikage.gguf_file import read_header
 from hoshikage.gguf_twin import TwinError, make_twin
 from hoshikage.sampling import DiffusionParams, Schedule, plan_block_schedule
@@ -16,7 +16,7 @@ from hoshikage.testing.reference import reference_diffusion
 
 ARCHS = {"llada": "llada-tiny", "dream": "dream-tiny"}
 TWINS = {"llada": "llama", "dream": "qwen2"}
-CANVAS, BLOCK = 64, 16
+CANVAS, BLOCK = 128, 32
 # The re-decoded rows are not bit-identical to a full decode (ggml sums in another order for
 # other row counts): at most this fraction of the largest logit apart (measured: under 0.4%),
 # and the same argmax except at near-ties, where the two tokens' logits are closer than their
@@ -53,8 +53,8 @@ def canvas_tokens(model, n_prompt: int, seed: int) -> np.ndarray:
     return tokens
 
 
-def full_logits(model, tokens: np.ndarray, **kw) -> np.ndarray:
-    with hk.Context(model, n_ctx=CANVAS, n_batch=CANVAS, n_ubatch=CANVAS, n_threads=2, **kw) as ctx:
+def full_logits(model, tokens: np.ndarray) -> np.ndarray:
+    with hk.Context(model, n_ctx=CANVAS, n_batch=CANVAS, n_ubatch=CANVAS, n_threads=2) as ctx:
         ctx.set_causal_attn(False)
         ctx.decode(tokens, logits="all", pos=0)
         return ctx.logits()
@@ -72,18 +72,18 @@ def test_twin_is_the_same_file_under_the_autoregressive_name(model, twin_folder)
 
 
 def test_twin_full_canvas_logits_equal_the_diffusion_graph_bit_for_bit(model, twin_folder):
-    """Causal attention off, one ubatch, a float32 KV cache: the twin computes the same bits."""
+    """Causal attention off, one ubatch, llama.cpp's own KV cache: the twin computes the same bits."""
     with hk.Model(make_twin(model.path, twin_folder)) as twin:
         assert not twin.is_diffusion
         for seed in range(3):
             tokens = canvas_tokens(model, 10 + 7 * seed, seed)
-            assert np.array_equal(full_logits(twin, tokens, kv_f32=True), full_logits(model, tokens))
+            assert np.array_equal(full_logits(twin, tokens), full_logits(model, tokens))
 
 
 def test_cached_rows_match_the_full_decode_within_tolerance(model):
     """At each block's first step the cache decodes the whole canvas (bit-identical rows); its
     next steps re-decode the block and the suffix over the cached prefix: close, same argmax."""
-    n_prompt = 16
+    n_prompt = 40
     plan = plan_block_schedule(CANVAS, n_prompt, 12, BLOCK)
     shift = model.shift_logits
     with PrefixCache(model, canvas_length=CANVAS, blocks=plan.blocks, shift=shift, n_threads=2) as cache:
@@ -97,7 +97,7 @@ def test_cached_rows_match_the_full_decode_within_tolerance(model):
             reference = full_logits(model, tokens)
             assert np.array_equal(rows, reference)
             first, rows = cache.rows(tokens, need)  # the block's second step, same canvas
-            assert first == need and rows.shape == (CANVAS - first, model.n_vocab)
+            assert first == min(need, CANVAS - MIN_ROWS) and rows.shape == (CANVAS - first, model.n_vocab)
             assert_close_with_same_argmax(rows, reference[first:])
         assert (cache.full_decodes, cache.partial_decodes) == (len(blocks), len(blocks))
 
@@ -108,7 +108,8 @@ def test_refresh_every_n_steps(model):
                      n_threads=2, refresh_every=2) as cache:
         tokens = canvas_tokens(model, 16, 0)
         firsts = [cache.rows(tokens, 16)[0] for _ in range(5)]
-    assert firsts == [0, 16 - int(model.shift_logits), 0, 16 - int(model.shift_logits), 0]
+    cached = 16 - int(model.shift_logits)
+    assert firsts == [0, cached, 0, cached, 0]
 
 
 def block_params(**kw) -> dict:
@@ -187,6 +188,6 @@ def test_the_memory_estimate_counts_the_twin_context():
     base = dict(canvas=300, n_ubatch=512, n_prompt=200, n_vocab=320, n_embd=64, n_head=4, n_ff=128,
                 block_length=32, cfg=False)
     off, on = estimate_diffusion(**base), estimate_diffusion(**base, kv_cache=(2, 4, 16))
-    kv = 2 * 2 * 512 * 4 * 16 * 4  # K and V, 2 layers, 300 cells rounded up to 512, 4 heads of 16, float32
+    kv = 2 * 2 * 512 * 4 * 16 * 2  # K and V, 2 layers, 300 cells rounded up to 512, 4 heads of 16, F16
     assert off.cache_bytes == 0 and on.cache_bytes > kv
     assert on.total_bytes - off.total_bytes == on.cache_bytes and "prefix cache" in on.describe()

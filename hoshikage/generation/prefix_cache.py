@@ -9,9 +9,14 @@ cached maximum, which llama-batch.cpp requires.
 
 llama.cpp gives the diffusion archs no KV memory, so the decodes run on the model's
 autoregressive twin (gguf_twin.py): the same weights under ``llama`` / ``qwen2``, whose
-full-canvas logits equal the diffusion graph's bit for bit (float32 KV cache, one ubatch).
-The re-decoded rows are not bit-identical to a full decode (ggml accumulates differently for
-other row counts); tests hold them to a tolerance and the same argmax.
+full-canvas logits equal the diffusion graph's bit for bit (one ubatch; llama.cpp's F16 KV
+cache: flash attention casts the diffusion graph's float32 K and V to F16 too, llama-graph.cpp
+``build_attn_mha``). The re-decoded rows are not bit-identical to a full decode (ggml
+accumulates differently for other row counts); tests hold them to a tolerance and the same argmax.
+
+A re-decode covers at least MIN_ROWS rows (the canvas's last ones): ggml's CPU flash attention
+runs its tiled kernel only for 64 query rows or more (GGML_FA_TILE_Q, ggml-cpu/ops.cpp); fewer
+rows take a per-row path that, measured here, costs more than decoding 64.
 """
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ from ..errors import ParameterError
 from ..gguf_twin import TwinError, make_twin, twin_arch
 from ..model import Model
 
-__all__ = ["PrefixCache", "check_cache_model"]
+__all__ = ["PrefixCache", "check_cache_model", "MIN_ROWS"]
+
+MIN_ROWS = 64  # GGML_FA_TILE_Q
 
 
 def check_cache_model(model: Model) -> None:
@@ -50,7 +57,7 @@ class PrefixCache:
         self.twin = Model(make_twin(model.path), n_gpu_layers=model.load_params["n_gpu_layers"])
         try:
             self.ctx = Context(self.twin, n_ctx=canvas_length, n_batch=canvas_length, n_ubatch=canvas_length,
-                               n_threads=n_threads, kv_f32=True)
+                               n_threads=n_threads)
         except Exception:
             self.twin.close()
             raise
@@ -62,7 +69,7 @@ class PrefixCache:
 
     def rows(self, tokens: np.ndarray, need: int) -> tuple[int, np.ndarray]:
         """Logits rows ``first..`` of ``tokens`` (int32 [canvas]), ``first <= need``: every row at a
-        block's first step (or a refresh), else from the block's first row."""
+        block's first step (or a refresh), else from the block's first row (at least MIN_ROWS)."""
         block = int(np.searchsorted(self.starts, need + self.shift, side="right")) - 1
         self._since += 1
         if block != self._block or (self.refresh_every > 0 and self._since >= self.refresh_every):
@@ -71,7 +78,7 @@ class PrefixCache:
             self.ctx.decode(tokens, logits="all", pos=0)
             self.full_decodes += 1
             return 0, self.ctx.logits_view()
-        first = min(need, max(0, int(self.starts[block]) - self.shift))
+        first = min(need, max(0, int(self.starts[block]) - self.shift), max(0, len(tokens) - MIN_ROWS))
         self.ctx.drop_from(first)
         self.ctx.decode(tokens[first:], logits="all", pos=first)
         self.partial_decodes += 1

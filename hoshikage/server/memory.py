@@ -12,8 +12,8 @@ ignores the batch's output flags), so one request costs, besides the weights:
   block under the block schedule, the rest of the answer under the timestep schedule): two
   ``[rows, n_vocab]`` copies, never a second full-canvas logits buffer;
 - with the prefix cache (``diffusion_cache=prefix``), the twin's context, made for the request
-  and freed after it: its float32 KV cache, ``2 x n_layer x n_ctx x n_head_kv x head_dim`` (n_ctx
-  rounded up to 256), and its own logits and compute buffers (as above). The twin's weights are
+  and freed after it: its F16 KV cache, ``2 x n_layer x n_ctx x n_head_kv x head_dim`` x 2 bytes
+  (n_ctx rounded up to 256), and its own logits and compute buffers (as above). The twin's weights are
   a second mmap'd file (page cache), like the model's own weights not counted here.
 
 The estimate errs high on purpose; it decides whether a request is refused up front.
@@ -83,7 +83,7 @@ def estimate_diffusion(*, canvas: int, n_ubatch: int, n_prompt: int, n_vocab: in
     if kv_cache is not None:
         n_layer, n_head_kv, head_dim = kv_cache
         n_kv = -(-canvas // 256) * 256
-        kv = 2 * n_layer * n_kv * n_head_kv * head_dim * f32
+        kv = 2 * n_layer * n_kv * n_head_kv * head_dim * 2  # K and V, F16
         logits_twice = 2 * canvas * n_vocab * f32  # the twin's output buffer and its graph's logits
         twin_compute = n_head * canvas * n_kv * f32 + canvas * (2 * n_ff + 6 * n_embd) * f32
         cache = kv + logits_twice + twin_compute
