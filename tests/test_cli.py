@@ -40,3 +40,17 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_bad_parameter_is_a_clear_error(smollm2):
     out = hoshikage("generate", "-m", str(smollm2.path), "-p", "x", "--top-p", "2", check=False)
     assert out.returncode == 2 and "top_p" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_diffusion_progress_is_the_library_bar():
+    """hoshikage generate draws hoshikage.progress's tqdm bar on stderr (--diffusion-visual: with the
+    answer so far on its line); --json draws none, and stdout holds only the result."""
+    from hoshikage.testing import ensure_test_model
+
+    args = ("generate", "-m", str(ensure_test_model("llada-tiny")), "-p", "Hi", "-ub", "48",
+            "--diffusion-steps", "4", "--diffusion-eps", "0.001", "--temp", "0", "-t", "1")
+    shown = hoshikage(*args, "--diffusion-visual")
+    assert "diffusion step: 100%" in shown.stderr and "4/4" in shown.stderr and "step/s" in shown.stderr
+    assert "diffusion step" not in shown.stdout and shown.stdout.strip()
+    quiet = hoshikage(*args, "--json")
+    assert "diffusion step" not in quiet.stderr and json.loads(quiet.stdout)["kind"] == "diffusion"
