@@ -7,7 +7,7 @@ import pytest
 import hoshikage as hk
 from hoshikage.errors import ParameterError
 from hoshikage.generation.diffusion import diffuse
-from hoshikage.generation.prefix_cache import MIN_ROWS, PrefixCache
+from hoshikage.generation.prefix_cache import MIN_ROWS, PrefixCache, twin_model
 from hoshikage.gguf_file import read_header
 from hoshikage.gguf_twin import TwinError, make_twin
 from hoshikage.sampling import DiffusionParams, Schedule, plan_block_schedule
@@ -191,3 +191,12 @@ def test_the_memory_estimate_counts_the_twin_context():
     kv = 2 * 2 * 512 * 4 * 16 * 2  # K and V, 2 layers, 300 cells rounded up to 512, 4 heads of 16, F16
     assert off.cache_bytes == 0 and on.cache_bytes > kv
     assert on.total_bytes - off.total_bytes == on.cache_bytes and "prefix cache" in on.describe()
+
+
+def test_the_twin_is_loaded_once_and_closed_with_its_model():
+    with hk.Model(ensure_test_model("llada-tiny")) as m:
+        twin = twin_model(m)
+        with PrefixCache(m, canvas_length=CANVAS, blocks=((16, CANVAS),), shift=False, n_threads=2) as cache:
+            assert cache.twin is twin
+        assert twin_model(m) is twin and not twin.closed
+    assert twin.closed  # model.close() (the server's idle unload) closed it

@@ -20,6 +20,7 @@ rows take a per-row path that, measured here, costs more than decoding 64.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,9 +30,10 @@ from ..errors import ParameterError
 from ..gguf_twin import TwinError, make_twin, twin_arch
 from ..model import Model
 
-__all__ = ["PrefixCache", "check_cache_model", "MIN_ROWS"]
+__all__ = ["PrefixCache", "check_cache_model", "twin_model", "MIN_ROWS"]
 
 MIN_ROWS = 64  # GGML_FA_TILE_Q
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # diffusion model -> its twin
 
 
 def check_cache_model(model: Model) -> None:
@@ -42,25 +44,32 @@ def check_cache_model(model: Model) -> None:
         raise ParameterError(f"cache='prefix': {exc}", "cache") from None
 
 
+def twin_model(model: Model) -> Model:
+    """The twin of ``model``, loaded on first use and kept while ``model`` is open: ``model.close()``
+    (the server's idle unload) closes it too."""
+    twin = _TWINS.get(model)
+    if twin is None or twin.closed:
+        check_cache_model(model)
+        twin = Model(make_twin(model.path), n_gpu_layers=model.load_params["n_gpu_layers"])
+        model._adopt(twin)  # closed first by model.close(), like the model's contexts
+        _TWINS[model] = twin
+    return twin
+
+
 class PrefixCache:
     """A row logits function (``rows(tokens, need) -> (first, float32 [canvas - first, n_vocab])``,
     see sampling/rows.py) over the twin of ``model``.
 
     blocks: the block plan [(start, end)]; shift: Dream's shifted logits (position p reads row
     p - 1, so a block's rows start one before it); refresh_every: > 0 also decodes the whole
-    canvas every that many steps inside a block. Owns the twin model and its context: close().
+    canvas every that many steps inside a block. Owns its context on the twin (twin_model): close().
     """
 
     def __init__(self, model: Model, *, canvas_length: int, blocks: Sequence[tuple[int, int]], shift: bool,
                  n_threads: int | None = None, refresh_every: int = 0) -> None:
-        check_cache_model(model)
-        self.twin = Model(make_twin(model.path), n_gpu_layers=model.load_params["n_gpu_layers"])
-        try:
-            self.ctx = Context(self.twin, n_ctx=canvas_length, n_batch=canvas_length, n_ubatch=canvas_length,
-                               n_threads=n_threads)
-        except Exception:
-            self.twin.close()
-            raise
+        self.twin = twin_model(model)
+        self.ctx = Context(self.twin, n_ctx=canvas_length, n_batch=canvas_length, n_ubatch=canvas_length,
+                           n_threads=n_threads)
         self.ctx.set_causal_attn(False)
         self.starts = np.asarray([s for s, _ in blocks], dtype=np.int64)
         self.shift, self.refresh_every = int(bool(shift)), int(refresh_every)
@@ -86,7 +95,6 @@ class PrefixCache:
 
     def close(self) -> None:
         self.ctx.close()
-        self.twin.close()
 
     def __enter__(self) -> PrefixCache:
         return self
