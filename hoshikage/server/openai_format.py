@@ -128,8 +128,10 @@ def extension(completion: Completion, extra: dict[str, Any]) -> dict[str, Any]:
     timings["generation_s"] = round(completion.timings.generation_seconds, 4)
     if completion.timings.steps:
         timings["steps"] = completion.timings.steps
-    return {"kind": completion.kind, "params": params, "notes": list(completion.notes), "timings": timings,
-            **extra}
+    out = {"kind": completion.kind, "params": params, "notes": list(completion.notes), "timings": timings}
+    if completion.kind == "diffusion":
+        out["forwards"] = completion.timings.forwards  # model passes (two per step with CFG)
+    return {**out, **extra}
 
 
 def sse(obj: dict[str, Any]) -> str:

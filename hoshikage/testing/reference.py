@@ -29,6 +29,15 @@ def reference_diffusion(ctx: Context, prompt_tokens: Sequence[int], *, canvas_le
     The caller validates ``params`` first (the reference asserts on bad block settings).
     Causal attention is restored afterwards; the reference leaves it off.
     """
+    return reference_run(ctx, prompt_tokens, canvas_length=canvas_length, params=params,
+                         mask_token_id=mask_token_id, shift_logits=shift_logits)[0]
+
+
+def reference_run(ctx: Context, prompt_tokens: Sequence[int], *, canvas_length: int, params: DiffusionParams,
+                  mask_token_id: int, shift_logits: bool) -> tuple[np.ndarray, int]:
+    """:func:`reference_diffusion`'s canvas and the forwards (model passes) it ran: its step
+    callback runs before each step's decode (two with cfg_scale > 0), and every step decodes,
+    even one that then finds its block without masks."""
     n_input = len(prompt_tokens)
     if not 0 < n_input < canvas_length <= ctx.n_ubatch:
         raise ValueError(f"need 0 < prompt ({n_input}) < canvas ({canvas_length}) <= n_ubatch ({ctx.n_ubatch})")
@@ -52,10 +61,18 @@ def reference_diffusion(ctx: Context, prompt_tokens: Sequence[int], *, canvas_le
     p.max_length = canvas_length
     inp = ffi.new("llama_token[]", [int(t) for t in prompt_tokens])
     out = ffi.new("llama_token[]", canvas_length)
+    steps = [0]
+
+    @ffi.callback("hk_ref_step_callback")
+    def count(step, total_steps, tokens, n_tokens, user_data):
+        steps[0] += 1
+        return True
+
     try:
-        n = ref.hk_ref_diffusion_generate(ctx.ptr, inp, n_input, out, p, ffi.NULL, ffi.NULL)
+        n = ref.hk_ref_diffusion_generate(ctx.ptr, inp, n_input, out, p, count, ffi.NULL)
     finally:
         ctx.set_causal_attn(True)
     if n != canvas_length:
         raise RuntimeError(f"llama.cpp's diffusion_generate failed (returned {n}; see the hoshikage.llama log)")
-    return np.frombuffer(ffi.buffer(out, 4 * canvas_length), dtype=np.int32).copy()
+    passes = 2 if np.float32(params.cfg_scale) > 0 else 1
+    return np.frombuffer(ffi.buffer(out, 4 * canvas_length), dtype=np.int32).copy(), passes * steps[0]
