@@ -242,7 +242,7 @@ def render(results: dict, images: list[str]) -> str:
     ]
     if results.get("merged"):
         lines += ["Sections were measured by separate runs (`--merge`):", ""]
-        for name in ("diffusion", "ar", "server", "prompt_cache"):
+        for name in ("diffusion", "ar", "server", "prompt_cache", "prefix_cache"):
             m = (results.get(name) or {}).get("measured")
             if m:
                 a, b = m["load_average_1min"]
@@ -274,6 +274,10 @@ def render(results: dict, images: list[str]) -> str:
         lines += ["## Server overhead", "", *_server_tables(results["server"]), ""]
     if "prompt_cache" in results:
         lines += ["## Prompt cache across chat turns", "", *_prompt_cache_tables(results["prompt_cache"]), ""]
+    if "prefix_cache" in results:
+        from .prefix_cache import tables as prefix_cache_tables
+
+        lines += ["## Diffusion prefix KV cache", "", *prefix_cache_tables(results["prefix_cache"]), ""]
     if results.get("explanations"):
         lines += ["## Why targets were missed", "", *_explanations(results["explanations"])]
     if images:

@@ -21,11 +21,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ar, diffusion, lcpp_env, prompt_cache, server
+from . import ar, diffusion, lcpp_env, prefix_cache, prompt_cache, server
 from .common import BenchError, machine_info, native_manifest, write_json
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("diffusion", "ar", "server", "prompt_cache")
+SECTIONS = ("diffusion", "ar", "server", "prompt_cache", "prefix_cache")
 
 # key -> (comparison, bound, what the key is read from)
 TARGETS: dict[str, tuple[str, float]] = {
@@ -38,6 +38,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "ar.gen_tps_ratio_vs_llama_completion": (">=", 0.95),
     "server.overhead_ratio": ("<=", 1.05),
     "prompt_cache.ttft_ratio": (">=", 5.0),
+    "prefix_cache.accuracy_drop_points": ("<=", 2.0),
+    "prefix_cache.speedup_vs_uncached": (">=", 2.0),
+    "prefix_cache.answer_tps_ratio_vs_reference_with_threshold": (">=", 5.0),
 }
 
 
@@ -175,6 +178,17 @@ def run_prompt_cache_section(args, errors: list[str]) -> dict[str, Any]:
     return out
 
 
+def run_prefix_cache_section(args, errors: list[str]) -> dict[str, Any]:
+    log(f"== prefix cache: the trained models' long-prompt eval, without and with the cache, and "
+        f"llama-diffusion-cli, {args.threads} threads")
+    try:
+        return prefix_cache.run_prefix_cache(args.threads, args.quick, log)
+    except BenchError as exc:
+        errors.append(f"prefix_cache: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+
+
 def _merged(path: Path, new: dict[str, Any], ran: list[str], configs: bool = False) -> dict[str, Any]:
     """``new`` plus the sections of the earlier results at ``path`` that were not run again;
     with ``configs`` (``--configs``), the diffusion rows measured now replace the earlier rows
@@ -231,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = {"diffusion": lambda: run_diffusion_section(args, manifest, errors, checkpoint),
                 "ar": lambda: run_ar_section(args, manifest, errors),
                 "server": lambda: run_server_section(args, errors),
-                "prompt_cache": lambda: run_prompt_cache_section(args, errors)}
+                "prompt_cache": lambda: run_prompt_cache_section(args, errors),
+                "prefix_cache": lambda: run_prefix_cache_section(args, errors)}
     for name in args.sections:
         started, load = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0]
         try:

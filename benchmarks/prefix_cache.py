@@ -1,0 +1,206 @@
+"""``make bench`` section ``prefix_cache``: the prefix KV cache (issue 17) on the trained models'
+long-prompt eval (benchmarks/eval/anagram_fewshot.jsonl: few-shot prompts, 1-word answers).
+
+Per model (llada-tasks, dream-tasks; block schedule, block 32, the eval's canvas ``-ub 96`` and
+default steps), the same prompts run as Hoshikage without the cache, with it, with it and
+threshold decoding (0.9), with it, threshold and early stop, and as ``llama-diffusion-cli``.
+Each Hoshikage side runs in its own process (``--worker``), so its peak RSS is its own; its
+seconds are the wall time of each ``generate()`` (the twin's first load and each context
+included); the reference's are its "total time" (the diffusion loop only, without its model load).
+
+The trained models are tiny (width 96, 4 layers, 320 tokens): a forward costs nearly the same
+for 64 rows as for 96. ``long_canvas`` adds the case the cache is for, on the random-weight test
+models (49k-token vocabulary, so a row costs something): a 192-token prompt, a 256-token canvas,
+block 32, 64 steps, each side timed ``reps`` times (speed only: random weights have no accuracy).
+
+    python -m benchmarks.prefix_cache [--n 30] [--threads 1]      # prints the section's JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import REPO, BenchError, hk_env, python_cmd, ratio, run_measured
+
+EVAL = REPO / "benchmarks" / "eval" / "anagram_fewshot.jsonl"
+MODELS = {  # name -> its eval flags with the block schedule (models.json's canvas and steps)
+    "llada-tasks": ["-ub", "96", "--diffusion-steps", "96", "--diffusion-block-length", "32"],
+    "dream-tasks": ["-ub", "96", "--diffusion-steps", "48", "--diffusion-block-length", "32"],
+}
+COMMON = ["--diffusion-algorithm", "4", "--temp", "0", "--top-k", "0", "--top-p", "1.0", "--seed", "0"]
+SIDES = {  # Hoshikage's sides: extra flags
+    "uncached": [],
+    "cached": ["--diffusion-cache", "prefix"],
+    "cached_threshold": ["--diffusion-cache", "prefix", "--diffusion-threshold", "0.9"],
+    "cached_threshold_early_stop": ["--diffusion-cache", "prefix", "--diffusion-threshold", "0.9",
+                                    "--diffusion-early-stop"],
+}
+
+
+def worker(model: str, side: str, n: int, threads: int) -> dict[str, Any]:
+    """One Hoshikage side over the first ``n`` prompts, in this process."""
+    from hoshikage import prepare_prompt
+
+    from .eval.runners import HoshikageRunner
+    from .eval.suite import load_lines
+
+    lines = load_lines(EVAL)[:n]
+    runner = HoshikageRunner(REPO / "hoshikage" / "trained" / f"{model}.gguf", threads)
+    ok = tokens = forwards = prompt_tokens = 0
+    seconds = 0.0
+    try:
+        for line in lines:
+            prompt_tokens += len(prepare_prompt(runner.model, messages=[{"role": "user", "content": line.prompt}]))
+            t0 = time.perf_counter()
+            a = runner.answer(line.prompt, [*MODELS[model], *COMMON, *SIDES[side]])
+            seconds += time.perf_counter() - t0
+            ok += line.score(a.text)
+            tokens += a.answer_tokens
+            forwards += a.forwards
+    finally:
+        runner.close()
+    return {"n": len(lines), "accuracy": ok / len(lines), "answer_tokens": tokens, "seconds": seconds,
+            "answer_tokens_per_s": tokens / seconds, "steps": forwards,
+            "prompt_tokens_mean": prompt_tokens / len(lines), "answer_tokens_mean": tokens / len(lines)}
+
+
+def reference(model: str, n: int, threads: int) -> dict[str, Any]:
+    """llama-diffusion-cli on the same prompts and flags (block schedule, no cache)."""
+    from hoshikage.testing.diffusion_models import llama_tool
+
+    from .eval.runners import CliRunner
+    from .eval.suite import load_lines
+
+    cli = llama_tool("llama-diffusion-cli")
+    if cli is None:
+        raise BenchError("llama-diffusion-cli is not built (python build_llama.py)")
+    runner = CliRunner(REPO / "hoshikage" / "trained" / f"{model}.gguf", threads, cli)
+    lines = load_lines(EVAL)[:n]
+    ok = tokens = 0
+    seconds = 0.0
+    for line in lines:
+        a = runner.answer(line.prompt, [*MODELS[model], *COMMON])
+        ok += line.score(a.text)
+        tokens += a.answer_tokens
+        seconds += a.seconds
+    return {"n": len(lines), "accuracy": ok / len(lines), "answer_tokens": tokens, "seconds": seconds,
+            "answer_tokens_per_s": tokens / seconds}
+
+
+def long_canvas(name: str, threads: int, reps: int) -> dict[str, Any]:
+    """Seconds per generate() without and with the cache, alternated, on a test model (in this process)."""
+    import numpy as np
+
+    import hoshikage as hk
+    from hoshikage.testing.diffusion_models import ensure_test_model
+
+    prompt = np.random.default_rng(0).integers(100, 40000, 192).tolist()
+    sides: dict[str, list[float]] = {"uncached": [], "cached": []}
+    with hk.Model(ensure_test_model(name)) as model:
+        for rep in range(reps + 1):  # the first round warms up (the twin's load among others)
+            for side, cache in (("uncached", None), ("cached", "prefix")):
+                t0 = time.perf_counter()
+                hk.generate(model, prompt_tokens=prompt, max_tokens=64, n_threads=threads, adjust=False, n_ctx=256,
+                            temperature=0, seed=0, diffusion={"steps": 64, "schedule": 1, "block_length": 32,
+                                                              "cache": cache, "early_stop": False})
+                if rep:
+                    sides[side].append(time.perf_counter() - t0)
+    return {side: min(v) for side, v in sides.items()}
+
+
+def run_prefix_cache(threads: int, quick: bool, log, n: int | None = None) -> dict[str, Any]:
+    """The section: per model each side's figures, then the four keys (medians over the models)."""
+    n = n or (10 if quick else 40)
+    out: dict[str, Any] = {"eval": str(EVAL.relative_to(REPO)), "prompts": n, "models": {}}
+    for model in MODELS:
+        row: dict[str, Any] = {}
+        for side in SIDES:
+            proc = run_measured(python_cmd("benchmarks.prefix_cache", "--worker", model, side, "--n", str(n),
+                                           "--threads", str(threads)), env=hk_env(), cwd=REPO)
+            proc.check(f"prefix_cache {model} {side}")
+            row[side] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_mb": proc.peak_rss_mb}
+            log(f"    {model} {side}: accuracy {row[side]['accuracy']:.2f}, "
+                f"{row[side]['answer_tokens_per_s']:.1f} answer tokens/s, peak RSS {proc.peak_rss_mb:.0f} MB")
+        row["llama-diffusion-cli"] = reference(model, n, threads)
+        log(f"    {model} llama-diffusion-cli: accuracy {row['llama-diffusion-cli']['accuracy']:.2f}, "
+            f"{row['llama-diffusion-cli']['answer_tokens_per_s']:.1f} answer tokens/s")
+        row["prompt_to_answer_ratio"] = row["uncached"]["prompt_tokens_mean"] / row["uncached"]["answer_tokens_mean"]
+        out["models"][model] = row
+    out.update(_keys(out["models"]))
+    out["long_canvas"] = {"prompt_tokens": 192, "canvas": 256, "block_length": 32, "steps": 64}
+    for name in ("llada-tiny", "dream-tiny"):
+        proc = run_measured(python_cmd("benchmarks.prefix_cache", "--long", name, "--threads", str(threads),
+                                       "--reps", "1" if quick else "3"), env=hk_env(), cwd=REPO)
+        fig = json.loads(proc.check(f"prefix_cache long canvas {name}").stdout.strip().splitlines()[-1])
+        fig["speedup"] = ratio(fig["uncached"], fig["cached"])
+        out["long_canvas"][name] = fig
+        log(f"    {name}, 192-token prompt: {fig['uncached']:.2f} s uncached, {fig['cached']:.2f} s cached "
+            f"({fig['speedup']:.2f}x)")
+    return out
+
+
+def _keys(models: dict[str, Any]) -> dict[str, Any]:
+    """The issue's keys: the worst model's figure for each (accuracy drop: largest; ratios: smallest)."""
+    def tps(row, side):
+        return row[side]["answer_tokens_per_s"]
+
+    drops = {m: 100 * (r["uncached"]["accuracy"] - r["cached"]["accuracy"]) for m, r in models.items()}
+    speed = {m: ratio(tps(r, "cached"), tps(r, "uncached")) for m, r in models.items()}
+    vs_ref = {m: ratio(tps(r, "cached_threshold"), tps(r, "llama-diffusion-cli")) for m, r in models.items()}
+    rss = {m: ratio(r["cached"]["peak_rss_mb"], r["uncached"]["peak_rss_mb"]) for m, r in models.items()}
+    return {"accuracy_drop_points": max(drops.values()), "speedup_vs_uncached": min(speed.values()),
+            "answer_tps_ratio_vs_reference_with_threshold": min(vs_ref.values()),
+            "peak_rss_ratio_vs_uncached": max(rss.values()),
+            "per_model": {m: {"accuracy_drop_points": drops[m], "speedup_vs_uncached": speed[m],
+                              "answer_tps_ratio_vs_reference_with_threshold": vs_ref[m],
+                              "peak_rss_ratio_vs_uncached": rss[m]} for m in models}}
+
+
+def tables(c: dict[str, Any]) -> list[str]:
+    """RESULTS.md's section: per model and side, accuracy, answer tokens/s and peak RSS; the long canvas."""
+    if "error" in c:
+        return [f"**Failed:** `{c['error'].splitlines()[0]}`"]
+    out = [f"{c['prompts']} prompts of `{c['eval']}` per model (block schedule, block 32, canvas 96, the eval's "
+           "steps). Hoshikage: the wall time of each generate(); llama-diffusion-cli: its diffusion loop.", "",
+           "| model | side | accuracy | answer tokens/s | peak RSS, MB |", "|---|---|---|---|---|"]
+    for model, row in c["models"].items():
+        for side in (*SIDES, "llama-diffusion-cli"):
+            r = row[side]
+            rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
+            out.append(f"| {model} | {side} | {r['accuracy']:.2f} | {r['answer_tokens_per_s']:.1f} | {rss} |")
+    lc = c.get("long_canvas", {})
+    if lc:
+        out += ["", f"Long canvas on the random-weight test models ({lc['prompt_tokens']}-token prompt, canvas "
+                f"{lc['canvas']}, block {lc['block_length']}, {lc['steps']} steps; best of the repetitions):", "",
+                "| model | uncached, s | cached, s | speedup |", "|---|---|---|---|"]
+        out += [f"| {m} | {f['uncached']:.2f} | {f['cached']:.2f} | {f['speedup']:.2f} |"
+                for m, f in lc.items() if isinstance(f, dict)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.prefix_cache", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", nargs=2, metavar=("MODEL", "SIDE"), help="run one Hoshikage side (internal)")
+    ap.add_argument("--long", metavar="TEST_MODEL", help="time the long canvas on a test model (internal)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n", type=int, default=None, help="prompts per model (default 40; --quick 10)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.n or 40, args.threads)))
+        return 0
+    if args.long:
+        print(json.dumps(long_canvas(args.long, args.threads, args.reps)))
+        return 0
+    print(json.dumps(run_prefix_cache(args.threads, args.quick, lambda m: print(m, file=sys.stderr), args.n),
+                     indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
