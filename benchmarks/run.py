@@ -25,7 +25,7 @@ from . import ar, diffusion, lcpp_env, prefix_cache, prompt_cache, server
 from .common import BenchError, machine_info, native_manifest, write_json
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("diffusion", "ar", "server", "prompt_cache", "prefix_cache")
+SECTIONS = ("diffusion", "ar", "server", "prompt_cache", "prefix_cache", "fast_decoding")
 
 # key -> (comparison, bound, what the key is read from)
 TARGETS: dict[str, tuple[str, float]] = {
@@ -41,6 +41,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "prefix_cache.accuracy_drop_points": ("<=", 2.0),
     "prefix_cache.speedup_vs_uncached": (">=", 2.0),
     "prefix_cache.answer_tps_ratio_vs_reference_with_threshold": (">=", 5.0),
+    "fast_decoding.early_stop_identical_fraction": (">=", 1.0),
+    "fast_decoding.forwards_ratio_threshold_vs_fixed": ("<=", 1 / 3),
+    "fast_decoding.accuracy_drop_points": ("<=", 1.0),
+    "fast_decoding.answer_tps_ratio_vs_reference": (">=", 3.0),
 }
 
 
@@ -178,6 +182,17 @@ def run_prompt_cache_section(args, errors: list[str]) -> dict[str, Any]:
     return out
 
 
+def run_fast_decoding_section(args, errors: list[str]) -> dict[str, Any]:
+    from .fast_decoding import run_fast_decoding
+
+    try:
+        return run_fast_decoding(args.threads, args.quick, log)
+    except BenchError as exc:
+        errors.append(f"fast_decoding: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+
+
 def run_prefix_cache_section(args, errors: list[str]) -> dict[str, Any]:
     log(f"== prefix cache: the trained models' long-prompt eval, without and with the cache, and "
         f"llama-diffusion-cli, {args.threads} threads")
@@ -246,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ar": lambda: run_ar_section(args, manifest, errors),
                 "server": lambda: run_server_section(args, errors),
                 "prompt_cache": lambda: run_prompt_cache_section(args, errors),
-                "prefix_cache": lambda: run_prefix_cache_section(args, errors)}
+                "prefix_cache": lambda: run_prefix_cache_section(args, errors),
+                "fast_decoding": lambda: run_fast_decoding_section(args, errors)}
     for name in args.sections:
         started, load = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0]
         try:

@@ -4,10 +4,14 @@ llama-diffusion-cli on the same prompts side by side.
 
 Per task and configuration it reports accuracy, forwards (model calls) per answer token and
 answer tokens per second, writes ``benchmarks/eval/results.json`` and a plot of accuracy
-against forwards per answer token (``benchmarks/eval/accuracy_vs_forwards.png``).
+against forwards per answer token (``benchmarks/eval/accuracy_vs_forwards.png``). The fewer-
+forwards grid (fixed steps and thresholds 0.5-0.99, with and without early stop) gives the
+Pareto plot per task and model (``benchmarks/eval/pareto.png``) and the ``fast_decoding``
+figures (benchmarks/eval/fast.py).
 
-    python -m benchmarks.eval                 # the default grid (about 15 min on 2 busy cores)
+    python -m benchmarks.eval                 # the default grid (about 25 min on 2 busy cores)
     python -m benchmarks.eval --quick         # 10 prompts per task, a few configurations
+    python -m benchmarks.eval --pareto        # only the fewer-forwards grid
     python -m benchmarks.eval --n 0 --full    # every prompt, the whole grid
 """
 from __future__ import annotations
@@ -34,22 +38,40 @@ class Config:
     schedule: str = "default"   # "default" or "other" (block <-> timestep)
     corrected: bool = False
     tools: tuple[str, ...] = ("hoshikage",)
+    threshold: float = 0.0   # --diffusion-threshold (0: off)
+    early_stop: bool = False  # --diffusion-early-stop
 
     def label(self, steps: int, sched: str) -> str:
-        return f"s{steps} {sched} {self.algorithm}{' corrected' if self.corrected else ''}"
+        fast = (f" t{self.threshold:g}" if self.threshold else "") + (" es" if self.early_stop else "")
+        return f"s{steps} {sched} {self.algorithm}{' corrected' if self.corrected else ''}{fast}"
 
 
-def grid(full: bool, quick: bool, table: bool = False) -> list[Config]:
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def pareto_grid(quick: bool) -> list[Config]:
+    """Fixed steps (the steps sweep) and thresholds at the default steps, each without and with
+    early stop; reference mode, the default algorithm and schedule."""
+    fracs, thresholds = ((1.0, 0.25), (0.5, 0.9, 0.99)) if quick else ((1.0, 0.5, 0.25, 0.125), THRESHOLDS)
+    out = [Config(f, early_stop=True) for f in fracs]
+    out += [Config(1.0, threshold=t, early_stop=es) for t in thresholds for es in (False, True)]
+    return out
+
+
+def grid(full: bool, quick: bool, table: bool = False, pareto: bool = False) -> list[Config]:
     fracs = (1.0, 0.5, 0.25, 0.125)
     both = ("hoshikage", "llama-diffusion-cli")
     if table:  # the accuracy table: default steps and 1/8 of them, both tools
         return [Config(1.0, tools=both), Config(0.125, tools=both)]
+    if pareto:  # the fixed-step sweep without early stop, then the fewer-forwards grid
+        return [Config(f, tools=both if f == 1.0 else ("hoshikage",)) for f in fracs] + pareto_grid(quick)
     if quick:
-        return [Config(1.0, tools=both), Config(0.125, tools=both), Config(1.0, corrected=True)]
+        return [Config(1.0, tools=both), Config(0.125, tools=both), Config(1.0, corrected=True)] + pareto_grid(True)
     out = [Config(f, tools=both if f in (1.0, 0.125) else ("hoshikage",)) for f in fracs]
     out += [Config(f, corrected=True) for f in (1.0, 0.125)]
     out += [Config(f, "ENTROPY", corrected=True) for f in (1.0, 0.125)]
     out += [Config(f, schedule="other") for f in (1.0, 0.125)]
+    out += pareto_grid(False)
     if full:
         seen = set(out)
         for f in fracs:
@@ -83,6 +105,10 @@ def config_args(base: tuple[str, ...], c: Config) -> tuple[list[str], int, str]:
     sets["--diffusion-steps"] = str(steps)
     if c.corrected:
         sets["--diffusion-corrected"] = ""
+    if c.threshold:
+        sets["--diffusion-threshold"] = f"{c.threshold:g}"
+    if c.early_stop:
+        sets["--diffusion-early-stop"] = ""
     return with_flags(base, sets), steps, ("block" if use_block else "timestep")
 
 
@@ -100,10 +126,20 @@ class Tally:
         return {"accuracy": self.ok / self.n if self.n else None, "n": self.n,
                 "forwards_per_answer_token": self.forwards / self.tokens if self.tokens else None,
                 "answer_tokens_per_s": self.tokens / self.seconds if self.seconds else None,
+                "forwards": self.forwards, "answer_tokens": self.tokens, "seconds": round(self.seconds, 4),
                 "answers": self.answers}
 
 
-def run(args) -> dict:
+def fast_decoding_grid() -> list[Config]:
+    """What the ``fast_decoding`` figures need (benchmarks/eval/fast.py): the default steps with
+    both tools, with early stop, and each threshold with early stop."""
+    return ([Config(1.0, tools=("hoshikage", "llama-diffusion-cli")), Config(1.0, early_stop=True)]
+            + [Config(1.0, threshold=t, early_stop=True) for t in THRESHOLDS])
+
+
+def run(args, configs: list[Config] | None = None) -> dict:
+    """Every model of ``args.models_json`` on its eval prompts, for ``configs`` (default: the grid
+    the flags choose)."""
     from hoshikage.testing.diffusion_models import llama_tool
 
     models = load_models(Path(args.models_json))
@@ -112,7 +148,7 @@ def run(args) -> dict:
     cli = None if args.no_cli else llama_tool("llama-diffusion-cli")
     if not args.no_cli and cli is None:
         print("note: llama-diffusion-cli is not built (python build_llama.py); Hoshikage only", file=sys.stderr)
-    configs = grid(args.full, args.quick, args.table)
+    configs = configs or grid(args.full, args.quick, args.table, args.pareto)
     n = 10 if args.quick and args.n is None else (20 if args.n is None else args.n)
     results = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "threads": args.threads},
                "prompts_per_task": n, "models": {}}
@@ -145,7 +181,8 @@ def run(args) -> dict:
                         t.canvases.append(a.canvas)
                     per[task] = t
                 row = {"label": c.label(steps, sched), "tool": tool, "steps": steps, "frac": c.frac,
-                       "algorithm": c.algorithm, "schedule": sched, "corrected": c.corrected, "args": cargs,
+                       "algorithm": c.algorithm, "schedule": sched, "corrected": c.corrected,
+                       "threshold": c.threshold, "early_stop": c.early_stop, "args": cargs,
                        "tasks": {k: v.figures() for k, v in per.items()}, "wall_s": round(time.time() - t0, 1),
                        "_canvases": {k: v.canvases for k, v in per.items()}}
                 rows.append(row)
@@ -194,6 +231,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="the whole grid (every algorithm x schedule x mode)")
     ap.add_argument("--table", action="store_true",
                     help="only the default steps and 1/8 of them, both tools (with --n 0: the accuracy table)")
+    ap.add_argument("--pareto", action="store_true",
+                    help="only the steps sweep and the fewer-forwards grid (thresholds, early stop)")
     ap.add_argument("--n", type=int, help="prompts per task (default 20, --quick 10; 0 = all)")
     ap.add_argument("--model", action="append", help="only this model (repeatable)")
     ap.add_argument("--models-json", default=str(MODELS_JSON))
@@ -202,16 +241,22 @@ def main(argv=None) -> int:
                     help="threads per model call (default 1: ggml threads spin, and on a busy machine 2 were 3x slower)")
     ap.add_argument("--out", default=str(EVAL_DIR / "results.json"))
     ap.add_argument("--plot", default=str(EVAL_DIR / "accuracy_vs_forwards.png"))
+    ap.add_argument("--pareto-plot", default=str(EVAL_DIR / "pareto.png"))
     args = ap.parse_args(argv)
     t0 = time.time()
     res = run(args)
     res["wall_s"] = round(time.time() - t0, 1)
+    from .fast import fast_decoding
+    res["fast_decoding"] = fast_decoding(res)
+    print("fast decoding:", json.dumps({k: v for k, v in res["fast_decoding"].items() if k != "per_model"}))
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
     try:
-        from .plot import plot
+        from .plot import plot, plot_pareto
         plot(res, Path(args.plot))
         print(f"wrote {args.plot}")
+        if plot_pareto(res, Path(args.pareto_plot)):
+            print(f"wrote {args.pareto_plot}")
     except ImportError as exc:  # matplotlib is in the bench extra
         print(f"no plot: {exc}", file=sys.stderr)
     return 0

@@ -48,3 +48,58 @@ def plot(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def plot_pareto(results: dict, out: Path) -> bool:
+    """Accuracy against forwards per prompt, one panel per model (row) and task (column): the
+    fixed-steps sweep and the thresholds at the default steps, each without and with early stop;
+    x: llama-diffusion-cli at the default steps. False when the run has no fewer-forwards rows."""
+    models = {n: m["rows"] for n, m in results["models"].items()}
+    if not any(r.get("threshold") or r.get("early_stop") for rows in models.values() for r in rows):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    tasks = list(next(iter(models.values()))[0]["tasks"])
+    fig, axes = plt.subplots(len(models), len(tasks), figsize=(3.3 * len(tasks), 3.0 * len(models)), squeeze=False)
+    series = (("fixed steps", False, False, "C0", "-"), ("fixed steps + early stop", False, True, "C1", "-"),
+              ("threshold 0.5-0.99", True, False, "C2", "--"), ("threshold + early stop", True, True, "C3", "--"))
+    for axrow, (name, rows) in zip(axes, models.items()):
+        base = [r for r in rows if r["tool"] == "hoshikage" and r["algorithm"] == "CONFIDENCE" and not r["corrected"]
+                and r["schedule"] == rows[0]["schedule"]]
+        for ax, task in zip(axrow, tasks):
+            def point(r):
+                f = r["tasks"][task]
+                return f.get("forwards", 0) / max(f["n"], 1), 100 * f["accuracy"], r
+            for label, thr, es, colour, style in series:
+                pts = sorted((point(r) for r in base if bool(r.get("threshold")) == thr
+                              and bool(r.get("early_stop")) == es and (not thr or r["frac"] == 1.0)),
+                             key=lambda p: p[:2])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, marker=".", label=label)
+                if thr and es:
+                    for x, y, r in pts:
+                        ax.annotate(f"{r['threshold']:g}", (x, y), fontsize=6, color=colour)
+            for r in rows:
+                if r["tool"] != "hoshikage" and r["frac"] == 1.0:
+                    x, y, _ = point(r)
+                    ax.plot(x, y, "kx", label="llama-diffusion-cli")
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_ylim(-3, 103)
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{name}: {task}", fontsize=8)
+            ax.tick_params(labelsize=7)
+        axrow[0].set_ylabel("accuracy (%)", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("forwards per prompt", fontsize=8)
+    axes[0][0].legend(fontsize=6, loc="lower right")
+    fig.suptitle("Fewer forwards on the trained models: accuracy vs forwards (reference mode; labels: threshold)",
+                 fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True

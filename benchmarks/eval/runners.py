@@ -70,7 +70,7 @@ class HoshikageRunner:
                      diffusion=_diffusion_options(a), adjust=False, n_ctx=max(a.ctx_size, a.ubatch_size))
         wall = time.perf_counter() - t0
         canvas = (r.canvas_text or "").split("\x00")[0]  # the CLI prints a C string: up to the first NUL
-        return Answer(r.text, canvas, max(1, len(r.tokens)), r.timings.steps,
+        return Answer(r.text, canvas, max(1, len(r.tokens)), r.timings.forwards,
                       r.timings.generation_seconds or wall)
 
 
@@ -108,6 +108,7 @@ class CliRunner:
         rest = rest[rest.index(b"\n\n") + 2:] if b"\n\n" in rest else rest
         raw = rest[:-1] if rest.endswith(b"\n") else rest
         steps = int(next(x for x in (args[i + 1] for i, f in enumerate(args) if f == "--diffusion-steps")))
+        # forwards: the steps asked for, an upper bound (a block the reference finds full ends after one decode)
         text = raw.decode("utf-8", "replace")
         n_tok = max(1, len(raw.strip()))  # one token per byte (the trained models' byte-level vocabulary)
         return Answer(text, text, n_tok, steps, float(m.group(1)) / 1000)
