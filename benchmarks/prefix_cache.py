@@ -114,7 +114,7 @@ def long_canvas(name: str, threads: int, reps: int) -> dict[str, Any]:
 
 def run_prefix_cache(threads: int, quick: bool, log, n: int | None = None) -> dict[str, Any]:
     """The section: per model each side's figures, then the four keys (medians over the models)."""
-    n = n or (10 if quick else 40)
+    n = n or (10 if quick else 100)
     out: dict[str, Any] = {"eval": str(EVAL.relative_to(REPO)), "prompts": n, "models": {}}
     for model in MODELS:
         row: dict[str, Any] = {}
@@ -187,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", nargs=2, metavar=("MODEL", "SIDE"), help="run one Hoshikage side (internal)")
     ap.add_argument("--long", metavar="TEST_MODEL", help="time the long canvas on a test model (internal)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--n", type=int, default=None, help="prompts per model (default 40; --quick 10)")
+    ap.add_argument("--n", type=int, default=None, help="prompts per model (default 100, every one; --quick 10)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.n or 40, args.threads)))
+        print(json.dumps(worker(*args.worker, args.n or 100, args.threads)))
         return 0
     if args.long:
         print(json.dumps(long_canvas(args.long, args.threads, args.reps)))
