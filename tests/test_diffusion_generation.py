@@ -83,6 +83,26 @@ def test_cli_json_reports_canvas_and_step_timings(unseen_models):
     assert result["timings"]["steps"] == 4
     assert result["timings"]["decode_ms_per_step"] > 0 and result["timings"]["sampling_ms_per_step"] > 0
     assert result["params"]["schedule"] == "BLOCK_BASED" and result["params"]["canvas_length"] == 64
+    assert result["forwards"] == 4 and result["params"]["early_stop"] is False  # llama-diffusion-cli's output
+
+
+def test_cli_early_stop_and_threshold_keep_the_answer_in_fewer_forwards():
+    """On a trained model (its answers end early): --diffusion-early-stop prints the same answer
+    in fewer forwards; a threshold and the factor rule run fewer still; bad values name the flag's field."""
+    from hoshikage.trained import trained_model_path
+
+    base = ["-m", str(trained_model_path("llada-tasks")), "-p", "63 in words", "-ub", "96", "--diffusion-steps",
+            "96", "--diffusion-block-length", "32", "--temp", "0", "--seed", "0", "--json"]
+    full, early, fast, factor = (json.loads(hoshikage_cli(base + extra).stdout) for extra in (
+        [], ["--diffusion-early-stop"], ["--diffusion-early-stop", "--diffusion-threshold", "0.5"],
+        ["--diffusion-factor", "1"]))
+    assert early["text"] == full["text"] and early["forwards"] < full["forwards"]
+    assert early["params"]["early_stop"] is True and full["params"]["early_stop"] is False
+    assert fast["forwards"] < early["forwards"] and fast["params"]["threshold"] == 0.5
+    assert factor["forwards"] < full["forwards"] and factor["params"]["factor"] == 1.0
+    proc = subprocess.run([sys.executable, "-m", "hoshikage", "generate", *base, "--diffusion-threshold", "1.5"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "threshold" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_rejects_both_eps_and_block_length(unseen_models):

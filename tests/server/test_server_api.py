@@ -142,6 +142,21 @@ def test_block_schedule_adjustment_is_reported(server):
     assert h["notes"], "the adjustment is described"
 
 
+def test_prefix_cache_through_the_server(server):
+    """diffusion_cache=prefix: served (its twin context counted in the memory estimate), and refused
+    under the request field for the timestep schedule (dream's registry default)."""
+    client = server.openai()
+    body = {"model": "llada", "messages": CHAT, "max_tokens": 20, "temperature": 0}
+    plain = ext(client.chat.completions.create(**body))
+    cached = ext(client.chat.completions.create(**body, extra_body={"diffusion_cache": "prefix"}))
+    assert cached["params"]["cache"] == "prefix" and plain["params"]["cache"] is None
+    assert cached["memory_estimate_mb"] > plain["memory_estimate_mb"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="dream", messages=CHAT, max_tokens=8,
+                                       extra_body={"diffusion_cache": "prefix"})
+    assert info.value.body["param"] == "diffusion_cache" and "block schedule" in info.value.body["message"]
+
+
 def test_stream_blocks_opt_in_sends_settled_text_as_deltas(server):
     chunks = list(server.openai().chat.completions.create(
         model="llada", messages=CHAT, max_tokens=40, stream=True, temperature=0,
@@ -196,6 +211,7 @@ def test_status_and_version(server):
     ("diffusion_steps", 0), ("diffusion_algorithm", "FASTEST"), ("diffusion_algorithm", 9),
     ("diffusion_schedule", "zigzag"), ("diffusion_eps", 1.5), ("diffusion_block_length", -4),
     ("diffusion_cfg_scale", -1), ("diffusion_alg_temp", "warm"), ("diffusion_stepz", 3),
+    ("diffusion_threshold", 1.5), ("diffusion_factor", -1), ("diffusion_early_stop", "maybe"),
 ])
 def test_bad_diffusion_parameter_names_the_field(server, field, value):
     with pytest.raises(openai.UnprocessableEntityError) as info:
@@ -205,6 +221,21 @@ def test_bad_diffusion_parameter_names_the_field(server, field, value):
     assert err["code"] == "validation_error" and err["type"] == "invalid_request_error"
     assert err["param"] == field or field in err["message"]
     assert field in err["message"]
+
+
+def test_diffusion_reports_forwards_and_takes_threshold_factor_and_early_stop(server):
+    client = server.openai()
+    body = {"diffusion_steps": 8, "diffusion_block_length": 8, "diffusion_schedule": "block"}
+    for extra in ({}, {"diffusion_threshold": 0.5}, {"diffusion_factor": 1.0, "diffusion_early_stop": False}):
+        h = ext(client.chat.completions.create(model="llada", messages=CHAT, max_tokens=16, temperature=0,
+                                               extra_body={**body, **extra}))
+        assert h["forwards"] == h["timings"]["steps"] <= h["params"]["steps"]  # no CFG: one pass a step
+        assert h["params"]["early_stop"] is extra.get("diffusion_early_stop", True)  # on by default
+        assert h["params"]["threshold"] == extra.get("diffusion_threshold", 0.0)
+    for extra, field in (({"diffusion_threshold": 0.9, "diffusion_factor": 1.0}, "diffusion_factor"),
+                         ({"diffusion_threshold": 0.9, "diffusion_algorithm": "RANDOM"}, "diffusion_threshold")):
+        r = server.post("/v1/chat/completions", {"model": "llada", "messages": CHAT, "max_tokens": 8, **body, **extra})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
 
 
 def test_unknown_model_is_404_even_when_streaming(server):
