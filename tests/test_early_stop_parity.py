@@ -100,3 +100,25 @@ def test_early_stop_saves_forwards_at_the_eval_configuration(trained, name):
         full = diffuse(model, ctx, prompt, canvas_length=CANVAS, params=dataclasses.replace(params, early_stop=False))
         assert full.forwards >= got.forwards and not full.stopped_early
     assert saved > 0 if block else saved >= 0
+
+
+def test_block_stream_ends_when_the_answer_is_final(trained):
+    """Block streaming (generation.settled, as the server's diffusion_stream_blocks): with early
+    stop no step runs once the settled text is the whole answer; without it the steps go on."""
+    from hoshikage.generation.settled import SettledText
+
+    model, _, prompts = trained["llada-tasks"]
+    after_done = {}
+    for early_stop in (True, False):
+        settled, calls = SettledText(model, len(prompts[0])), []
+
+        def on_step(step, total, canvas):
+            settled.update(canvas)
+            calls.append(settled.done)
+
+        out = hk.generate(model, prompt_tokens=prompts[0], max_tokens=CANVAS - len(prompts[0]), on_step=on_step,
+                          diffusion={"steps": 96, "schedule": Schedule.BLOCK_BASED, "block_length": 32,
+                                     "early_stop": early_stop}, adjust=False)
+        assert out.finish_reason == "stop"
+        after_done[early_stop] = sum(calls)
+    assert after_done[True] == 0 and after_done[False] > 0
