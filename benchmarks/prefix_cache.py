@@ -4,9 +4,11 @@ long-prompt eval (benchmarks/eval/anagram_fewshot.jsonl: few-shot prompts, 1-wor
 Per model (llada-tasks, dream-tasks; block schedule, block 32, the eval's canvas ``-ub 96`` and
 default steps), the same prompts run as Hoshikage without the cache, with it, with it and
 threshold decoding (0.9), with it, threshold and early stop, and as ``llama-diffusion-cli``.
-Each Hoshikage side runs in its own process (``--worker``), so its peak RSS is its own; its
-seconds are the wall time of each ``generate()`` (the twin's first load and each context
-included); the reference's are its "total time" (the diffusion loop only, without its model load).
+Every side answers each prompt in turn (one ``--worker`` process, the reference a process per
+prompt), so that a busy machine slows them alike. Hoshikage's seconds are the wall time of each
+``generate()`` (the twin's first load and each context included); the reference's are its "total
+time" (the diffusion loop only, without its model load). Peak RSS: the uncached and the cached
+side again, each alone in its own process, on 10 prompts.
 
 The trained models are tiny (width 96, 4 layers, 320 tokens): a forward costs nearly the same
 for 64 rows as for 96. ``long_canvas`` adds the case the cache is for, on the random-weight test
@@ -41,54 +43,52 @@ SIDES = {  # Hoshikage's sides: extra flags
 }
 
 
-def worker(model: str, side: str, n: int, threads: int) -> dict[str, Any]:
-    """One Hoshikage side over the first ``n`` prompts, in this process."""
+def worker(model: str, sides: list[str], n: int, threads: int) -> dict[str, Any]:
+    """The first ``n`` prompts, each answered by every side in turn (``sides``: Hoshikage's, in this
+    process, and "llama-diffusion-cli"), so that a busy machine slows every side alike."""
     from hoshikage import prepare_prompt
-
-    from .eval.runners import HoshikageRunner
-    from .eval.suite import load_lines
-
-    lines = load_lines(EVAL)[:n]
-    runner = HoshikageRunner(REPO / "hoshikage" / "trained" / f"{model}.gguf", threads)
-    ok = tokens = forwards = prompt_tokens = 0
-    seconds = 0.0
-    try:
-        for line in lines:
-            prompt_tokens += len(prepare_prompt(runner.model, messages=[{"role": "user", "content": line.prompt}]))
-            t0 = time.perf_counter()
-            a = runner.answer(line.prompt, [*MODELS[model], *COMMON, *SIDES[side]])
-            seconds += time.perf_counter() - t0
-            ok += line.score(a.text)
-            tokens += a.answer_tokens
-            forwards += a.forwards
-    finally:
-        runner.close()
-    return {"n": len(lines), "accuracy": ok / len(lines), "answer_tokens": tokens, "seconds": seconds,
-            "answer_tokens_per_s": tokens / seconds, "steps": forwards,
-            "prompt_tokens_mean": prompt_tokens / len(lines), "answer_tokens_mean": tokens / len(lines)}
-
-
-def reference(model: str, n: int, threads: int) -> dict[str, Any]:
-    """llama-diffusion-cli on the same prompts and flags (block schedule, no cache)."""
     from hoshikage.testing.diffusion_models import llama_tool
 
-    from .eval.runners import CliRunner
+    from .eval.runners import CliRunner, HoshikageRunner
     from .eval.suite import load_lines
 
-    cli = llama_tool("llama-diffusion-cli")
-    if cli is None:
-        raise BenchError("llama-diffusion-cli is not built (python build_llama.py)")
-    runner = CliRunner(REPO / "hoshikage" / "trained" / f"{model}.gguf", threads, cli)
+    path = REPO / "hoshikage" / "trained" / f"{model}.gguf"
+    runners: dict[str, Any] = {side: HoshikageRunner(path, threads) for side in sides if side in SIDES}
+    if "llama-diffusion-cli" in sides:
+        cli = llama_tool("llama-diffusion-cli")
+        if cli is None:
+            raise BenchError("llama-diffusion-cli is not built (python build_llama.py)")
+        runners["llama-diffusion-cli"] = CliRunner(path, threads, cli)
     lines = load_lines(EVAL)[:n]
-    ok = tokens = 0
-    seconds = 0.0
-    for line in lines:
-        a = runner.answer(line.prompt, [*MODELS[model], *COMMON])
-        ok += line.score(a.text)
-        tokens += a.answer_tokens
-        seconds += a.seconds
-    return {"n": len(lines), "accuracy": ok / len(lines), "answer_tokens": tokens, "seconds": seconds,
-            "answer_tokens_per_s": tokens / seconds}
+    tally = {side: {"ok": 0, "tokens": 0, "steps": 0, "seconds": 0.0} for side in runners}
+    model_obj = next(r.model for r in runners.values() if isinstance(r, HoshikageRunner))
+    prompt_tokens = sum(len(prepare_prompt(model_obj, messages=[{"role": "user", "content": x.prompt}]))
+                        for x in lines)
+    try:
+        for line in lines:
+            for side, runner in runners.items():
+                t0 = time.perf_counter()
+                a = runner.answer(line.prompt, [*MODELS[model], *COMMON, *SIDES.get(side, [])])
+                t = tally[side]
+                # Hoshikage: the wall time of generate(); the reference: its diffusion loop
+                t["seconds"] += time.perf_counter() - t0 if side in SIDES else a.seconds
+                t["ok"] += line.score(a.text)
+                t["tokens"] += a.answer_tokens
+                t["steps"] += a.forwards
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return {side: {"n": len(lines), "accuracy": t["ok"] / len(lines), "answer_tokens": t["tokens"],
+                   "seconds": t["seconds"], "answer_tokens_per_s": t["tokens"] / t["seconds"], "steps": t["steps"],
+                   "prompt_tokens_mean": prompt_tokens / len(lines), "answer_tokens_mean": t["tokens"] / len(lines)}
+            for side, t in tally.items()}
+
+
+def _run_worker(model: str, sides: list[str], n: int, threads: int) -> tuple[dict[str, Any], float]:
+    proc = run_measured(python_cmd("benchmarks.prefix_cache", "--worker", model, ",".join(sides), "--n", str(n),
+                                   "--threads", str(threads)), env=hk_env(), cwd=REPO)
+    proc.check(f"prefix_cache {model} {sides}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.peak_rss_mb
 
 
 def long_canvas(name: str, threads: int, reps: int) -> dict[str, Any]:
@@ -117,17 +117,13 @@ def run_prefix_cache(threads: int, quick: bool, log, n: int | None = None) -> di
     n = n or (10 if quick else 100)
     out: dict[str, Any] = {"eval": str(EVAL.relative_to(REPO)), "prompts": n, "models": {}}
     for model in MODELS:
-        row: dict[str, Any] = {}
-        for side in SIDES:
-            proc = run_measured(python_cmd("benchmarks.prefix_cache", "--worker", model, side, "--n", str(n),
-                                           "--threads", str(threads)), env=hk_env(), cwd=REPO)
-            proc.check(f"prefix_cache {model} {side}")
-            row[side] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_mb": proc.peak_rss_mb}
-            log(f"    {model} {side}: accuracy {row[side]['accuracy']:.2f}, "
-                f"{row[side]['answer_tokens_per_s']:.1f} answer tokens/s, peak RSS {proc.peak_rss_mb:.0f} MB")
-        row["llama-diffusion-cli"] = reference(model, n, threads)
-        log(f"    {model} llama-diffusion-cli: accuracy {row['llama-diffusion-cli']['accuracy']:.2f}, "
-            f"{row['llama-diffusion-cli']['answer_tokens_per_s']:.1f} answer tokens/s")
+        row, _ = _run_worker(model, [*SIDES, "llama-diffusion-cli"], n, threads)
+        for side in ("uncached", "cached"):  # peak RSS: each side alone in its own process
+            _, row[side]["peak_rss_mb"] = _run_worker(model, [side], min(n, 10), threads)
+        for side, r in row.items():
+            rss = f", peak RSS {r['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in r else ""
+            log(f"    {model} {side}: accuracy {r['accuracy']:.2f}, {r['answer_tokens_per_s']:.1f} answer tokens/s"
+                + rss)
         row["prompt_to_answer_ratio"] = row["uncached"]["prompt_tokens_mean"] / row["uncached"]["answer_tokens_mean"]
         out["models"][model] = row
     out.update(_keys(out["models"]))
@@ -165,7 +161,8 @@ def tables(c: dict[str, Any]) -> list[str]:
     if "error" in c:
         return [f"**Failed:** `{c['error'].splitlines()[0]}`"]
     out = [f"{c['prompts']} prompts of `{c['eval']}` per model (block schedule, block 32, canvas 96, the eval's "
-           "steps). Hoshikage: the wall time of each generate(); llama-diffusion-cli: its diffusion loop.", "",
+           "steps), every side in turn on each prompt. Hoshikage: the wall time of each generate(); "
+           "llama-diffusion-cli: its diffusion loop. Peak RSS: each side alone on 10 prompts.", "",
            "| model | side | accuracy | answer tokens/s | peak RSS, MB |", "|---|---|---|---|---|"]
     for model, row in c["models"].items():
         for side in (*SIDES, "llama-diffusion-cli"):
@@ -184,7 +181,7 @@ def tables(c: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.prefix_cache", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--worker", nargs=2, metavar=("MODEL", "SIDE"), help="run one Hoshikage side (internal)")
+    ap.add_argument("--worker", nargs=2, metavar=("MODEL", "SIDES"), help="run these sides, alternated (internal)")
     ap.add_argument("--long", metavar="TEST_MODEL", help="time the long canvas on a test model (internal)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--n", type=int, default=None, help="prompts per model (default 100, every one; --quick 10)")
@@ -192,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.n or 100, args.threads)))
+        print(json.dumps(worker(args.worker[0], args.worker[1].split(","), args.n or 100, args.threads)))
         return 0
     if args.long:
         print(json.dumps(long_canvas(args.long, args.threads, args.reps)))
