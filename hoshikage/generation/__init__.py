@@ -107,8 +107,9 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
     Diffusion models take ``diffusion`` (DiffusionParams or a dict of its fields: steps,
     algorithm, schedule, eps, block_length, alg_temp, cfg_scale, add_gumbel_noise,
     corrected, threshold, factor, early_stop -- on by default: the loop stops once the answer
-    is decided, ``Completion.timings.forwards`` says how many model passes it took). With ``adjust`` true, values breaking the block schedule's divisibility
-    rules are rounded up and reported in ``Completion.notes``; otherwise ValueError.
+    is decided; ``Completion.timings.forwards`` says how many model passes it took). With
+    ``adjust`` true, values breaking the block schedule's divisibility rules are rounded up
+    and reported in ``Completion.notes``; otherwise ValueError.
     ``on_step(step, total, canvas)`` reports progress (return False to cancel);
     ``should_stop()`` is polled before each token or step.
 
