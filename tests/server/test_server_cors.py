@@ -2,8 +2,12 @@
 agreement with the Host check (a refused Host stays refused) and the admin rules (never opened)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from in_process import in_process_server
 
 from hoshikage.server.cors import OriginPolicy, allowed_headers, parse_rule
 from hoshikage.server.settings import Settings
@@ -18,9 +22,12 @@ CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "ma
 
 
 def preflight(server, path: str, origin: str, headers: dict | None = None, method: str = "POST") -> httpx.Response:
-    return httpx.options(server.url + path, timeout=30, headers={
-        "Origin": origin, "Access-Control-Request-Method": method,
-        "Access-Control-Request-Headers": "authorization, content-type", **(headers or {})})
+    """An OPTIONS preflight to a live server, or to an in-process one (a TestClient, in_process.py)."""
+    headers = {"Origin": origin, "Access-Control-Request-Method": method,
+               "Access-Control-Request-Headers": "authorization, content-type", **(headers or {})}
+    if isinstance(server, TestClient):
+        return server.options(path, headers=headers)
+    return httpx.options(server.url + path, timeout=30, headers=headers)
 
 
 def cors_headers(r: httpx.Response) -> dict[str, str]:
@@ -118,20 +125,22 @@ def test_status_shows_no_file_paths_to_another_origin(server):
         assert str(server.home) not in r.text
 
 
-def test_cors_origins_setting(make_server):
-    custom = make_server({**FAST, "CORS_ORIGINS": "https://app.example.com, http://box.lan:8080"})
-    assert preflight(custom, "/v1/models", "https://app.example.com").status_code == 204
-    assert preflight(custom, "/v1/models", "https://app.example.com:443").status_code == 204  # default port
-    assert preflight(custom, "/v1/models", "http://box.lan:8080").status_code == 204
-    for origin in ("http://box.lan:8081", "http://app.example.com", "http://localhost:5173"):
-        assert preflight(custom, "/v1/models", origin).status_code == 403, origin
-    anyone = make_server({**FAST, "CORS_ORIGINS": "*"})
-    r = preflight(anyone, "/v1/models", "http://evil.example")
-    assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
-    r = httpx.get(anyone.url + "/v1/models", headers={"Origin": "null"})
-    assert r.headers["access-control-allow-origin"] == "*"
-    r = preflight(anyone, "/admin/reload", "http://evil.example")  # '*' still leaves admin closed
-    assert r.status_code >= 400 and not cors_headers(r)
+def test_cors_origins_setting(tmp_path, smollm2_path):
+    """In process (in_process.py): preflights and a model list never reach the worker."""
+    custom_origins = "https://app.example.com, http://box.lan:8080"
+    with in_process_server(tmp_path / "custom", Path(smollm2_path), cors_origins=custom_origins) as custom:
+        assert preflight(custom, "/v1/models", "https://app.example.com").status_code == 204
+        assert preflight(custom, "/v1/models", "https://app.example.com:443").status_code == 204  # default port
+        assert preflight(custom, "/v1/models", "http://box.lan:8080").status_code == 204
+        for origin in ("http://box.lan:8081", "http://app.example.com", "http://localhost:5173"):
+            assert preflight(custom, "/v1/models", origin).status_code == 403, origin
+    with in_process_server(tmp_path / "anyone", Path(smollm2_path), cors_origins="*") as anyone:
+        r = preflight(anyone, "/v1/models", "http://evil.example")
+        assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
+        r = anyone.get("/v1/models", headers={"Origin": "null"})
+        assert r.headers["access-control-allow-origin"] == "*"
+        r = preflight(anyone, "/admin/reload", "http://evil.example")  # '*' still leaves admin closed
+        assert r.status_code >= 400 and not cors_headers(r)
 
 
 # -- units ------------------------------------------------------------------------------------------

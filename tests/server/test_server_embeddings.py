@@ -3,10 +3,13 @@ the bounds and errors naming their field, the shared worker (load on demand, idl
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import httpx
 import numpy as np
+import openai
 import pytest
+from in_process import URL, in_process_server
 
 import hoshikage as hk
 
@@ -130,18 +133,20 @@ def test_idle_unload_frees_the_embeddings_context(make_server):
     assert quick.post("/v1/embeddings", {"model": "smollm2", "input": "Hello"}).status_code == 200  # loads again
 
 
-def test_api_key_guards_embeddings(make_server):
-    keyed = make_server({"N_CTX": "256", "API_KEY": "k-1"})
-    r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "smollm2", "input": "x"}, timeout=60)
-    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-    assert keyed.openai().embeddings.create(model="smollm2", input="x").data[0].embedding
-    # A browser's preflight carries no key and is answered; the request itself still needs the key.
-    origin = {"Origin": "http://localhost:5173"}
-    pre = httpx.options(keyed.url + "/v1/embeddings", headers={**origin, "Access-Control-Request-Method": "POST",
-                                                                "Access-Control-Request-Headers": "authorization"})
-    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == origin["Origin"]
-    r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "smollm2", "input": "x"}, headers=origin, timeout=60)
-    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == origin["Origin"]
-    r = httpx.post(keyed.url + "/v1/embeddings", json={"model": "smollm2", "input": "x"}, timeout=60,
-                   headers={**origin, "Authorization": "Bearer k-1"})
-    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin["Origin"]
+def test_api_key_guards_embeddings(tmp_path, smollm2_path):
+    """In process (in_process.py): the key and CORS are the app's; a stub runner answers."""
+    with in_process_server(tmp_path, Path(smollm2_path), api_key="k-1") as keyed:
+        r = keyed.post("/v1/embeddings", json={"model": "smollm2", "input": "x"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        sdk = openai.OpenAI(base_url=URL + "/v1", api_key="k-1", max_retries=0, http_client=keyed)
+        assert sdk.embeddings.create(model="smollm2", input="x").data[0].embedding
+        # A browser's preflight carries no key and is answered; the request itself still needs the key.
+        origin = {"Origin": "http://localhost:5173"}
+        pre = keyed.options("/v1/embeddings", headers={**origin, "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == origin["Origin"]
+        r = keyed.post("/v1/embeddings", json={"model": "smollm2", "input": "x"}, headers=origin)
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == origin["Origin"]
+        r = keyed.post("/v1/embeddings", json={"model": "smollm2", "input": "x"},
+                       headers={**origin, "Authorization": "Bearer k-1"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin["Origin"]
