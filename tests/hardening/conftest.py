@@ -30,6 +30,7 @@ model_paths = server_fixtures.model_paths  # noqa: F811 - re-exported fixtures
 make_server = server_fixtures.make_server
 
 sys.path.insert(0, str(HERE))  # gguf_craft, loadgen
+sys.path.insert(1, str(HERE.parent / "server"))  # in_process (the app in this process, a stub runner)
 
 
 def env_int(name: str, default: int) -> int:

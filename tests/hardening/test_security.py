@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import FAST_ENV, LiveServer, write_registry
+from in_process import in_process_server  # tests/server/in_process.py (conftest puts it on the path)
 
 KEY = "hardening-key-7"
 
@@ -38,12 +39,14 @@ def test_binds_loopback_by_default(make_server):
 
 
 @pytest.fixture(scope="module")
-def keyed(make_server):
-    return make_server({**FAST_ENV, "API_KEY": KEY})
+def keyed(tmp_path_factory, good_models):
+    """In process (tests/server/in_process.py): a key is checked before any job exists."""
+    with in_process_server(tmp_path_factory.mktemp("keyed"), good_models, api_key=KEY) as client:
+        yield client
 
 
-def every_route(server) -> list[tuple[str, str]]:
-    schema = httpx.get(server.url + "/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
+def every_route(client) -> list[tuple[str, str]]:
+    schema = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
     routes = [(method.upper(), path.replace("{name}", "smollm2"))
               for path, ops in schema["paths"].items() for method in ops]
     return routes + [("GET", "/openapi.json"), ("GET", "/docs")]
@@ -55,25 +58,25 @@ def test_api_key_guards_every_endpoint_except_status(keyed):
     body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "prompt": "Hi", "max_tokens": 1}
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"Authorization": KEY}):
-            r = httpx.request(method, keyed.url + path, headers=headers, timeout=60,
-                              json=body if method == "POST" else None)
+            r = keyed.request(method, path, headers=headers, json=body if method == "POST" else None)
             if path == "/v1/status":
                 assert r.status_code == 200
             else:
                 assert r.status_code == 401, (method, path, headers, r.text)
                 assert r.json()["error"]["code"] == "invalid_api_key"
     # unknown paths do not tell whether they exist without the key either
-    assert httpx.get(keyed.url + "/v1/nothing-here").status_code in (401, 404)
+    assert keyed.get("/v1/nothing-here").status_code in (401, 404)
     # with the key (both header forms), the guarded endpoints answer
     for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}):
-        assert httpx.get(keyed.url + "/v1/models", headers=headers).status_code == 200
-    assert KEY not in httpx.get(keyed.url + "/v1/status").text
+        assert keyed.get("/v1/models", headers=headers).status_code == 200
+    assert KEY not in keyed.get("/v1/status").text
+    assert keyed.app.state.hoshikage.runner.jobs == []  # nothing refused reached the worker
 
 
 def test_admin_needs_the_key_when_one_is_set(keyed, good_models):
     body = {"name": "extra", "path": str(good_models["dream"])}
-    assert httpx.post(keyed.url + "/admin/models", json=body).status_code == 401
-    r = httpx.post(keyed.url + "/admin/models", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert keyed.post("/admin/models", json=body).status_code == 401
+    r = keyed.post("/admin/models", json=body, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200, r.text
 
 
@@ -132,16 +135,19 @@ def test_admin_registers_only_gguf_files_inside_the_allowed_folders(tmp_path, go
         server.stop()
 
 
-def test_request_body_limit_on_every_endpoint(make_server):
-    server = make_server({**FAST_ENV, "MAX_REQUEST_BYTES": "65536"})
-    big = json.dumps({"model": "smollm2", "prompt": "x" * 70_000, "name": "y", "path": "z"})
-    for path in ("/v1/chat/completions", "/v1/completions", "/admin/models", "/admin/reload"):
-        r = httpx.post(server.url + path, content=big, headers={"content-type": "application/json"})
-        assert r.status_code == 413, (path, r.text)
-        assert r.json()["error"] == {"message": "the request body is larger than MAX_REQUEST_BYTES=65536 bytes",
-                                     "type": "invalid_request_error", "param": "body", "code": "request_too_large"}
-    small = {"model": "smollm2", "prompt": "x" * 1000, "max_tokens": 1}
-    assert httpx.post(server.url + "/v1/completions", json=small, timeout=60).status_code == 200
+def test_request_body_limit_on_every_endpoint(tmp_path, good_models):
+    """In process (tests/server/in_process.py): the limit is the app's middleware, before any job.
+    Bodies sent without a Content-Length: tests/hardening/test_bad_params.py (a live server)."""
+    with in_process_server(tmp_path, good_models, max_request_bytes=65536) as server:
+        big = json.dumps({"model": "smollm2", "prompt": "x" * 70_000, "name": "y", "path": "z"})
+        for path in ("/v1/chat/completions", "/v1/completions", "/admin/models", "/admin/reload"):
+            r = server.post(path, content=big, headers={"content-type": "application/json"})
+            assert r.status_code == 413, (path, r.text)
+            assert r.json()["error"] == {"message": "the request body is larger than MAX_REQUEST_BYTES=65536 bytes",
+                                         "type": "invalid_request_error", "param": "body",
+                                         "code": "request_too_large"}
+        small = {"model": "smollm2", "prompt": "x" * 1000, "max_tokens": 1}
+        assert server.post("/v1/completions", json=small).status_code == 200
 
 
 def test_no_stack_trace_for_an_unexpected_error(tmp_path):

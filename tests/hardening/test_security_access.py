@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 from conftest import FAST_ENV, free_port
+from in_process import in_process_server  # tests/server/in_process.py (conftest puts it on the path)
 
 from hoshikage.server.access import is_loopback_address
 from hoshikage.server.serve import host_warning, uvicorn_config
@@ -113,14 +114,16 @@ def test_a_cross_site_form_cannot_trigger_admin(server, good_models):
     assert r.status_code == 200 and MODELS <= set(r.json()["models"]), r.text
 
 
-def test_allowed_hosts_adds_names(make_server):
-    named = make_server({**FAST_ENV, "ALLOWED_HOSTS": "models.lan, Box.Example"})
-    before = registry_bytes(named)
-    for host in ("models.lan", f"models.lan:{named.port}", "box.example", "localhost"):
-        assert httpx.get(named.url + "/v1/models", headers={"Host": host}).status_code == 200, host
-    r = httpx.post(named.url + "/admin/reload", headers={**JSON, "Host": "evil.example"})
-    assert_error(r, 400, "host_not_allowed", "models.lan", "ALLOWED_HOSTS")
-    assert_still_fine(named, before)
+def test_allowed_hosts_adds_names(tmp_path, good_models):
+    """In process (tests/server/in_process.py): the Host check is the app's outermost middleware."""
+    with in_process_server(tmp_path, good_models, allowed_hosts="models.lan, Box.Example") as named:
+        before = (tmp_path / "model_map.json").read_bytes()
+        for host in ("models.lan", "models.lan:3030", "box.example", "localhost"):
+            assert named.get("/v1/models", headers={"Host": host}).status_code == 200, host
+        r = named.post("/admin/reload", headers={**JSON, "Host": "evil.example"})
+        assert_error(r, 400, "host_not_allowed", "models.lan", "ALLOWED_HOSTS")
+        assert MODELS <= {m["id"] for m in named.get("/v1/models").json()["data"]}
+        assert (tmp_path / "model_map.json").read_bytes() == before
 
 
 def test_allowed_hosts_star_turns_the_check_off(tmp_path):

@@ -50,11 +50,12 @@ class StubRunner:
 
 
 @contextmanager
-def in_process_server(home: Path, model_path: Path, **settings: Any) -> Iterator[TestClient]:
-    """A TestClient on an app whose registry holds ``smollm2`` (at ``model_path``); ``settings``
+def in_process_server(home: Path, models: dict[str, Path], **settings: Any) -> Iterator[TestClient]:
+    """A TestClient on an app whose registry holds ``models`` (name -> GGUF path); ``settings``
     are Settings fields. ``client.app.state.hoshikage.runner`` is the StubRunner."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "model_map.json").write_text(json.dumps({"smollm2": {"path": str(model_path), "stop": []}}))
+    entries = {name: {"path": str(path), "stop": []} for name, path in models.items()}
+    (home / "model_map.json").write_text(json.dumps(entries))
     app = create_app(Settings(_env_file=None, hoshikage_home=home, ramdisk_path=None, **settings))
     state = app.state.hoshikage
     state.runner = state.embedder = StubRunner()

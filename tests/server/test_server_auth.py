@@ -15,7 +15,7 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, smollm2_path):
-    with in_process_server(tmp_path_factory.mktemp("auth"), Path(smollm2_path), api_key=KEY) as c:
+    with in_process_server(tmp_path_factory.mktemp("auth"), {"smollm2": Path(smollm2_path)}, api_key=KEY) as c:
         yield c
 
 

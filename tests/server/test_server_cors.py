@@ -127,14 +127,14 @@ def test_status_shows_no_file_paths_to_another_origin(server):
 
 def test_cors_origins_setting(tmp_path, smollm2_path):
     """In process (in_process.py): preflights and a model list never reach the worker."""
-    custom_origins = "https://app.example.com, http://box.lan:8080"
-    with in_process_server(tmp_path / "custom", Path(smollm2_path), cors_origins=custom_origins) as custom:
+    custom_origins, models = "https://app.example.com, http://box.lan:8080", {"smollm2": Path(smollm2_path)}
+    with in_process_server(tmp_path / "custom", models, cors_origins=custom_origins) as custom:
         assert preflight(custom, "/v1/models", "https://app.example.com").status_code == 204
         assert preflight(custom, "/v1/models", "https://app.example.com:443").status_code == 204  # default port
         assert preflight(custom, "/v1/models", "http://box.lan:8080").status_code == 204
         for origin in ("http://box.lan:8081", "http://app.example.com", "http://localhost:5173"):
             assert preflight(custom, "/v1/models", origin).status_code == 403, origin
-    with in_process_server(tmp_path / "anyone", Path(smollm2_path), cors_origins="*") as anyone:
+    with in_process_server(tmp_path / "anyone", models, cors_origins="*") as anyone:
         r = preflight(anyone, "/v1/models", "http://evil.example")
         assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
         r = anyone.get("/v1/models", headers={"Origin": "null"})

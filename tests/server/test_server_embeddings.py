@@ -135,7 +135,7 @@ def test_idle_unload_frees_the_embeddings_context(make_server):
 
 def test_api_key_guards_embeddings(tmp_path, smollm2_path):
     """In process (in_process.py): the key and CORS are the app's; a stub runner answers."""
-    with in_process_server(tmp_path, Path(smollm2_path), api_key="k-1") as keyed:
+    with in_process_server(tmp_path, {"smollm2": Path(smollm2_path)}, api_key="k-1") as keyed:
         r = keyed.post("/v1/embeddings", json={"model": "smollm2", "input": "x"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         sdk = openai.OpenAI(base_url=URL + "/v1", api_key="k-1", max_retries=0, http_client=keyed)
