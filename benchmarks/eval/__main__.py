@@ -239,10 +239,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cli", action="store_true", help="skip llama-diffusion-cli")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads per model call (default 1: ggml threads spin, and on a busy machine 2 were 3x slower)")
-    ap.add_argument("--out", default=str(EVAL_DIR / "results.json"))
-    ap.add_argument("--plot", default=str(EVAL_DIR / "accuracy_vs_forwards.png"))
+    ap.add_argument("--out", help="results file (default: results.json; --pareto: results-pareto.json)")
+    ap.add_argument("--plot", help="the steps-sweep plot (default: accuracy_vs_forwards.png; --pareto: none)")
     ap.add_argument("--pareto-plot", default=str(EVAL_DIR / "pareto.png"))
     args = ap.parse_args(argv)
+    args.out = args.out or str(EVAL_DIR / ("results-pareto.json" if args.pareto else "results.json"))
+    args.plot = args.plot or (None if args.pareto else str(EVAL_DIR / "accuracy_vs_forwards.png"))
     t0 = time.time()
     res = run(args)
     res["wall_s"] = round(time.time() - t0, 1)
@@ -253,8 +255,9 @@ def main(argv=None) -> int:
     print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
     try:
         from .plot import plot, plot_pareto
-        plot(res, Path(args.plot))
-        print(f"wrote {args.plot}")
+        if args.plot:
+            plot(res, Path(args.plot))
+            print(f"wrote {args.plot}")
         if plot_pareto(res, Path(args.pareto_plot)):
             print(f"wrote {args.pareto_plot}")
     except ImportError as exc:  # matplotlib is in the bench extra
