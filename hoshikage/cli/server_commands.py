@@ -103,7 +103,7 @@ def run_add(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from ..errors import ModelLoadError
-    from ..model import check_gguf_file
+    from ..gguf_check import check_gguf_file
     from ..server.registry import ModelEntry, entry_problem
     from ..server.schemas import DiffusionDefaults
     from ..server.text_rules import shown
