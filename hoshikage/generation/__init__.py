@@ -88,10 +88,8 @@ def generate(model: Model, prompt: str | None = None, *, messages: Sequence[Chat
              presence_penalty: float | None = None, frequency_penalty: float | None = None,
              seed: int | None = None, diffusion: DiffusionParams | dict | None = None,
              adjust: bool = True, stream: bool = False, context: Context | None = None,
-             n_ctx: int | None = None, n_threads: int | None = None,
-             on_step: StepCallback | None = None,
-             should_stop: Callable[[], bool] | None = None,
-             prompt_tokens: Sequence[int] | None = None,
+             n_ctx: int | None = None, n_threads: int | None = None, on_step: StepCallback | None = None,
+             should_stop: Callable[[], bool] | None = None, prompt_tokens: Sequence[int] | None = None,
              grammar: Grammar | None = None, tools: Sequence[dict] | None = None,
              tool_choice: str | dict = "auto", json_schema: dict | None = None,
              parallel_tool_calls: bool | None = None, logprobs: int | None = None) -> Completion | Iterator[Chunk]:
