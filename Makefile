@@ -34,8 +34,9 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# --rpc: ggml's RPC backend and rpc-server, which make test runs on loopback (docs/rpc.md).
 build: install
-	$(PY) build_llama.py
+	$(PY) build_llama.py --rpc
 
 models: build
 	$(PY) -m hoshikage.testing.diffusion_models llada-tiny dream-tiny

@@ -8,8 +8,10 @@ Steps (each prints its number, and on failure says which step failed and how to 
              by ``HOSHIKAGE_LLAMA_CPP_DIR`` (to track a newer llama.cpp).
 2. cmake   — configure ``native/`` (llama.cpp as a subproject plus the reference shim).
 3. build   — only the targets needed: libllama + ggml, the reference shim, and the
-             reference programs tests and benchmarks compare against.
-4. cdef    — generate the cffi declarations from ``llama.h`` with the C preprocessor.
+             reference programs tests and benchmarks compare against (with ``--rpc``, also
+             ggml's RPC backend and its ``rpc-server``, built as ``ggml-rpc-server``).
+4. cdef    — generate the cffi declarations from ``llama.h`` (and the few ggml-backend /
+             ggml-rpc functions Hoshikage calls) with the C preprocessor.
 5. layout  — compile a probe printing sizeof/offsetof of the public structs, so tests can
              check the cdef against the compiler.
 
@@ -18,7 +20,7 @@ folder keyed by the source hash and the build options; ``current.json`` there po
 last good build, which is where ``hoshikage._ffi`` looks. A second run with nothing changed
 takes seconds.
 
-Usage: python build_llama.py [--cuda] [--with-server] [--jobs N] [--force] [--print-dir]
+Usage: python build_llama.py [--cuda] [--rpc] [--with-server] [--jobs N] [--force] [--print-dir]
 This script imports only the standard library (and pycparser/cffi for step 4-5 checks).
 """
 from __future__ import annotations
@@ -51,6 +53,8 @@ NATIVE_DIR = REPO_ROOT / "native"
 LIBRARY_TARGETS = ["llama", "hoshikage-diffusion-ref", "hoshikage-chat"]
 REFERENCE_TOOLS = ["llama-diffusion-cli", "llama-simple", "llama-completion", "llama-bench"]
 SERVER_TOOLS = ["llama-server"]
+# llama.cpp's tools/rpc: exposes this machine's devices to RPC clients (no authentication).
+RPC_TOOLS = ["ggml-rpc-server"]
 
 # Public structs whose layout the probe reports and tests compare against ffi.
 PROBED_STRUCTS = [
@@ -63,6 +67,8 @@ PROBED_STRUCTS = [
     "llama_chat_message",
     "llama_logit_bias",
     "llama_model_quantize_params",
+    "ggml_backend_dev_caps",
+    "ggml_backend_dev_props",
 ]
 
 
@@ -332,7 +338,7 @@ def cpu_options() -> list[str]:
         f"-D{opt}={'ON' if flag in flags else 'OFF'}" for flag, opt in sorted(X86_FEATURES.items())]
 
 
-def cmake_options(cuda: bool, with_server: bool) -> list[str]:
+def cmake_options(cuda: bool, with_server: bool, rpc: bool = False) -> list[str]:
     """All -D options; they are part of the cache key, so a different CPU gets its own build."""
     opts = [
         "-DCMAKE_BUILD_TYPE=Release",
@@ -352,6 +358,8 @@ def cmake_options(cuda: bool, with_server: bool) -> list[str]:
     ]
     if cuda:
         opts += ["-DGGML_CUDA=ON", "-DGGML_CUDA_NCCL=OFF"]
+    if rpc:
+        opts += ["-DGGML_RPC=ON"]
     opts += os.environ.get("HOSHIKAGE_CMAKE_ARGS", "").split()
     return opts
 
@@ -402,7 +410,7 @@ def forget_foreign_configuration(build_dir: Path, source: Path) -> None:
 
 
 def build(tree: Path, build_dir: Path, opts: list[str], cuda: bool, with_server: bool, tools: bool,
-          jobs: int) -> None:
+          jobs: int, rpc: bool = False) -> None:
     fix_cmake = ("Read CMake's error above. If cmake or a compiler is missing: apt-get install cmake g++ "
                  "(cmake >= 3.14).")
     if cuda:
@@ -412,7 +420,8 @@ def build(tree: Path, build_dir: Path, opts: list[str], cuda: bool, with_server:
     forget_foreign_configuration(build_dir, source)
     run(["cmake", "-S", str(source), "-B", str(build_dir), f"-DLLAMA_SOURCE_DIR={tree}", *opts],
         "cmake", fix_cmake, quiet=True)
-    targets = LIBRARY_TARGETS + (REFERENCE_TOOLS if tools else []) + (SERVER_TOOLS if with_server else [])
+    targets = (LIBRARY_TARGETS + (REFERENCE_TOOLS if tools else []) + (SERVER_TOOLS if with_server else [])
+               + (RPC_TOOLS if rpc else []))
     log(f"[3/5] building {', '.join(targets)} with {jobs} jobs (about 7 minutes on 2 cores the first time)")
     t0 = time.time()
     run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *targets],
@@ -437,8 +446,6 @@ struct ggml_opt_dataset;
 struct ggml_opt_context;
 struct ggml_opt_result;
 struct ggml_opt_optimizer_params { ...; };
-typedef struct ggml_backend_device * ggml_backend_dev_t;
-typedef struct ggml_backend_buffer_type * ggml_backend_buffer_type_t;
 typedef struct ggml_threadpool * ggml_threadpool_t;
 typedef struct ggml_opt_dataset * ggml_opt_dataset_t;
 typedef struct ggml_opt_context * ggml_opt_context_t;
@@ -451,7 +458,23 @@ typedef void (*ggml_opt_epoch_callback)(bool train, ggml_opt_context_t opt_ctx, 
     ggml_opt_result_t result, int64_t ibatch, int64_t ibatch_max, int64_t t_start_us);
 """
 
-GGML_ENUMS = ["ggml_log_level", "ggml_type", "ggml_numa_strategy", "ggml_opt_optimizer_type"]
+GGML_ENUMS = ["ggml_log_level", "ggml_type", "ggml_numa_strategy", "ggml_opt_optimizer_type",
+              "ggml_backend_dev_type"]
+# Structs copied the same way (their layouts are probed, see PROBED_STRUCTS).
+GGML_STRUCTS = ["ggml_backend_dev_caps", "ggml_backend_dev_props"]
+# Functions of ggml-backend.h / ggml-rpc.h Hoshikage calls (device enumeration and memory, the
+# registry, adding an RPC server), copied from the preprocessed headers by name.
+GGML_FUNCTIONS = {
+    "ggml-backend.h": ["ggml_backend_dev_count", "ggml_backend_dev_get", "ggml_backend_dev_name",
+                       "ggml_backend_dev_description", "ggml_backend_dev_memory", "ggml_backend_dev_type",
+                       "ggml_backend_dev_get_props", "ggml_backend_dev_by_type", "ggml_backend_dev_backend_reg",
+                       "ggml_backend_reg_by_name", "ggml_backend_reg_name", "ggml_backend_reg_dev_count",
+                       "ggml_backend_reg_dev_get"],
+    "ggml-rpc.h": ["ggml_backend_rpc_add_server", "ggml_backend_rpc_get_device_memory"],
+}
+# The headers the cdef is generated from: llama.h, plus ggml-rpc.h (always in the source tree,
+# whether or not the RPC backend is built; its functions are then simply absent from the library).
+CDEF_HEADERS = ["llama.h", "ggml-rpc.h"]
 
 # The reference shim (native/diffusion_ref.cpp); appended so the same ffi can load it.
 SHIM_CDEF = """
@@ -485,14 +508,15 @@ struct llama_sampler * hk_sampler_init_grammar_checked(const struct llama_vocab 
 """
 
 
-def preprocess(tree: Path) -> str:
-    defines = ["-D__attribute__(x)=", "-DLLAMA_API=", "-DGGML_API=", "-DDEPRECATED(x,y)=x",
+def preprocess(tree: Path, work_dir: Path) -> str:
+    defines = ["-D__attribute__(x)=", "-DLLAMA_API=", "-DGGML_API=", "-DGGML_BACKEND_API=", "-DDEPRECATED(x,y)=x",
                "-DGGML_DEPRECATED(x,y)=x", "-D__restrict=", "-D__extension__=", "-D__asm__(x)=",
                "-D__inline=", "-D__THROW=", "-D__nonnull(x)="]
     cc = os.environ.get("CC", "cc")
+    wrapper = work_dir / "cdef_headers.h"
+    wrapper.write_text("".join(f'#include "{h}"\n' for h in CDEF_HEADERS))
     return run([cc, "-E", *defines,
-                "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include"),
-                str(tree / "include" / "llama.h")],
+                "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include"), str(wrapper)],
                "cdef", "The C preprocessor (cc -E) is needed: apt-get install gcc.", quiet=True)
 
 
@@ -511,19 +535,42 @@ def split_by_origin(preprocessed: str) -> dict[str, list[str]]:
     return groups
 
 
-def ggml_enums(ggml_lines: list[str]) -> str:
+def ggml_definitions(ggml_lines: list[str], kind: str, names: list[str]) -> str:
+    """The ``enum`` / ``struct`` definitions named, copied from the preprocessed ggml headers."""
     text = "\n".join(ggml_lines)
     out = []
-    for name in GGML_ENUMS:
-        m = re.search(r"enum\s+" + name + r"\s*\{.*?\}\s*;", text, re.S)
+    for name in names:
+        m = re.search(kind + r"\s+" + name + r"\s*\{.*?\}\s*;", text, re.S)
         if not m:
-            raise BuildError(f"step 'cdef': enum {name} not found in the ggml headers")
+            raise BuildError(f"step 'cdef': {kind} {name} not found in the ggml headers")
         out.append(m.group(0))
     return "\n".join(out)
 
 
-def generate_cdef(tree: Path, commit: str) -> str:
-    groups = split_by_origin(preprocess(tree))
+def backend_typedefs(backend_lines: list[str]) -> str:
+    """ggml-backend.h's opaque handle typedefs (``typedef struct ggml_backend * ggml_backend_t;``)."""
+    found = re.findall(r"typedef\s+struct\s+\w+\s*\*\s*\w+\s*;", "\n".join(backend_lines))
+    if not found:
+        raise BuildError("step 'cdef': no handle typedefs found in ggml-backend.h")
+    return "\n".join(" ".join(t.split()) for t in found)
+
+
+def function_declarations(lines: list[str], names: list[str], header: str) -> str:
+    """The prototypes of ``names`` among one header's preprocessed lines, one per line."""
+    found: dict[str, str] = {}
+    for statement in " ".join(lines).split(";"):
+        statement = re.split(r"[{}]", statement)[-1].strip()
+        m = re.match(r"^[\w\s*]+?\b(\w+)\s*\(", statement)
+        if m and m.group(1) in names:
+            found[m.group(1)] = " ".join(statement.split()) + ";"
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise BuildError(f"step 'cdef': {', '.join(missing)} not declared in {header}")
+    return "\n".join(found[n] for n in names)
+
+
+def generate_cdef(tree: Path, commit: str, work_dir: Path) -> str:
+    groups = split_by_origin(preprocess(tree, work_dir))
     llama_lines = groups.get("llama.h")
     if not llama_lines:
         raise BuildError("step 'cdef': no declarations came from llama.h")
@@ -532,8 +579,11 @@ def generate_cdef(tree: Path, commit: str) -> str:
     # cffi needs literal array sizes; llama.h has none computed, but guard against them.
     cdef = "\n".join([
         f"// Generated by build_llama.py from llama.h at llama.cpp {commit}. Do not edit.",
-        ggml_enums(ggml_lines),
+        ggml_definitions(ggml_lines, "enum", GGML_ENUMS),
+        backend_typedefs(groups.get("ggml-backend.h", [])),
         CDEF_PRELUDE,
+        ggml_definitions(ggml_lines, "struct", GGML_STRUCTS),
+        *(function_declarations(groups.get(h, []), names, h) for h, names in GGML_FUNCTIONS.items()),
         body,
         SHIM_CDEF,
         CHAT_SHIM_CDEF,
@@ -608,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cuda", action="store_true", help="build the CUDA backend (needs nvcc)")
     ap.add_argument("--with-server", action="store_true", help="also build llama-server (benchmarks)")
+    ap.add_argument("--rpc", action="store_true",
+                    help="build ggml's RPC backend (GGML_RPC=ON) and rpc-server (ggml-rpc-server)")
     ap.add_argument("--no-tools", action="store_true",
                     help="build only the libraries (libllama + the reference shim), not the reference programs")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel build jobs")
@@ -620,8 +672,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"[1/5] llama.cpp source (cache: {root})")
         tree, commit, source_id = resolve_source(root)
-        cmake_opts = cmake_options(args.cuda, args.with_server)
+        cmake_opts = cmake_options(args.cuda, args.with_server, args.rpc)
         options = {"cuda": args.cuda, "server": args.with_server, "format": CACHE_FORMAT, "cmake": cmake_opts}
+        if args.rpc:  # only then, so that a build without it keeps its key
+            options["rpc"] = True
         if args.no_tools:  # a library-only build gets its own folder (its manifest lists no tools)
             options["tools"] = False
         key = hashlib.sha256(json.dumps([source_id, options], sort_keys=True).encode()).hexdigest()[:16]
@@ -637,15 +691,15 @@ def main(argv: list[str] | None = None) -> int:
                 (root / "current.json").write_text(json.dumps({"build_dir": str(build_dir)}) + "\n")
                 log(f"up to date: {build_dir}")
                 return 0
-        build(tree, build_dir, cmake_opts, args.cuda, args.with_server, not args.no_tools, args.jobs)
+        build(tree, build_dir, cmake_opts, args.cuda, args.with_server, not args.no_tools, args.jobs, args.rpc)
         bin_dir = build_dir / "bin"
         log("[4/5] generating the cffi cdef from llama.h")
-        cdef = generate_cdef(tree, commit)
+        cdef = generate_cdef(tree, commit, build_dir)
         check_cdef_parses(cdef)
         (build_dir / "llama_cdef.h").write_text(cdef)
         log("[5/5] probing struct layouts")
         layouts = probe_layouts(tree, cdef, build_dir)
-        tools = {t: str(bin_dir / t) for t in REFERENCE_TOOLS + SERVER_TOOLS if (bin_dir / t).exists()}
+        tools = {t: str(bin_dir / t) for t in REFERENCE_TOOLS + SERVER_TOOLS + RPC_TOOLS if (bin_dir / t).exists()}
         manifest = {
             "inputs": stamp,
             "llama_cpp_commit": commit,
