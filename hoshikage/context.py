@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _ffi
+from .devices import checked_lib
 from .errors import ClosedError, ContextError, check_decode
 from .model import Model
 
@@ -93,7 +94,7 @@ class Context:
                 f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch}, "
                 f"n_ubatch={n_ubatch}) for {model.path.name}: most likely out of memory")
         self.model = model  # keeps the model alive as long as this context
-        self._lib = lib
+        self._lib = checked_lib(lib, model)  # on RPC servers: each decode checks their connections first
         self._ptr = ptr
         model._adopt(self)  # model.close() closes this context first
         self._n_vocab = model.n_vocab

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import _ffi
 from ._llama_calls import _LlamaErrors, _load_deadline, _read_c_string
+from .devices import Placement
 from .chat_template import ChatMessage, TemplateBoundError, normalize_messages, render_jinja_chat_template
 from .errors import ClosedError, ModelLoadError
 from .gguf_check import check_gguf_file, check_gguf_structure  # noqa: F401 - check_gguf_file re-exported
@@ -29,7 +30,9 @@ class Model:
 
     Args:
         path: the .gguf file.
-        n_gpu_layers: layers to offload to the GPU (0 = CPU only; -1 = all).
+        n_gpu_layers: layers offloaded to GPUs / RPC servers (0 none, -1 all; default 0, -1 with rpc).
+        rpc, tensor_split: RPC servers ``["HOST:PORT", ...]`` and the offloaded layers'
+            proportions per device (llama.cpp's ``--rpc``, ``--tensor-split``; hoshikage.devices).
         use_mmap: map the file instead of reading it (fast loads, shared pages).
         use_mlock: lock the weights in RAM.
         vocab_only: load only the vocabulary (tokenizer work, no weights).
@@ -37,9 +40,12 @@ class Model:
             its progress callback) and ModelLoadError says so. None: no limit.
     """
 
-    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0, use_mmap: bool = True,
-                 use_mlock: bool = False, vocab_only: bool = False, load_timeout: float | None = None):
+    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int | None = None, use_mmap: bool = True,
+                 use_mlock: bool = False, vocab_only: bool = False, load_timeout: float | None = None,
+                 rpc: str | Sequence[str] | None = None, tensor_split: str | Sequence[float] | None = None):
         self.path = check_gguf_file(path)
+        placement = Placement(rpc, tensor_split)
+        n_gpu_layers = (-1 if placement.endpoints else 0) if n_gpu_layers is None else n_gpu_layers
         if not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
             raise ValueError(f"n_gpu_layers must be an int >= -1, got {n_gpu_layers!r}")
         check_gguf_structure(self.path)  # what llama.cpp would abort on (GGML_ASSERT) is refused here
@@ -49,11 +55,13 @@ class Model:
         # llama.h folds mmap/mlock into one enum: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3.
         params.load_mode = (1 if use_mmap else 0) + (2 if use_mlock else 0)
         params.vocab_only = bool(vocab_only)
+        placement.apply(params)  # RPC servers checked reachable first (llama.cpp aborts otherwise)
+        self.placement, self.rpc = placement, placement.endpoints
         progress = _load_deadline(load_timeout)
         if progress is not None:
             params.progress_callback = progress
         t0 = time.monotonic()
-        with _LlamaErrors() as errors:
+        with _LlamaErrors() as errors, placement.loading():
             ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if ptr == _ffi.NULL:
             if progress is not None and time.monotonic() - t0 >= load_timeout:
@@ -71,8 +79,8 @@ class Model:
         except ModelLoadError:
             self.close()
             raise
-        self.load_params = {"n_gpu_layers": n_gpu_layers, "use_mmap": use_mmap,
-                            "use_mlock": use_mlock, "vocab_only": vocab_only}
+        self.load_params = {"n_gpu_layers": n_gpu_layers, "use_mmap": use_mmap, "use_mlock": use_mlock,
+                            "vocab_only": vocab_only, "rpc": self.rpc, "tensor_split": placement.split}
         self._metadata: dict[str, str] | None = None
 
     def _check_vocab(self) -> None:
@@ -125,10 +133,14 @@ class Model:
     def close(self) -> None:
         """Free the model, after closing every Context still open on it (using one later raises
         ClosedError, never touches freed memory). Safe to call twice."""
+        placement = getattr(self, "placement", None) if getattr(self, "_ptr", None) is not None else None
+        lost = placement.lost() if placement is not None else None
         for context in list(getattr(self, "_contexts", ())):
+            if lost:  # buffers on a lost RPC server cannot be freed (llama.cpp would abort): left
+                context._ptr = None
             context.close()
         ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr is not None:
+        if ptr is not None and not lost:
             self._lib.llama_model_free(ptr)
 
     def _adopt(self, context: Any) -> None:

@@ -45,3 +45,14 @@ def tool(native_build):
         return path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def rpc_servers(tool, tmp_path_factory):
+    """Two loopback rpc-server processes (CPU backend, 127.0.0.1, free ports) for the session."""
+    from hoshikage.testing.rpc_servers import start_servers
+
+    servers = start_servers(tool("ggml-rpc-server"), count=2, log_dir=tmp_path_factory.mktemp("rpc"))
+    yield servers
+    for server in servers:
+        server.stop()

@@ -25,6 +25,13 @@ _lock = threading.Lock()
 _state: dict[str, Any] = {}
 _llama_log = logging.getLogger("hoshikage.llama")
 _LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: logging.DEBUG}
+# Callables given every log line (level, text) whatever the logging level; see devices.BufferLog.
+log_taps: list = []
+
+
+def is_open() -> bool:
+    """Whether libllama was opened already (nothing is loaded by asking)."""
+    return "lib" in _state
 
 
 def native_build() -> NativeBuild:
@@ -105,6 +112,8 @@ def _install_log_callback(handle: Any) -> None:
     def on_log(level: int, text: Any, _user: Any) -> None:
         try:
             message = ffi.string(text).decode("utf-8", "replace").rstrip("\n")
+            for tap in list(log_taps):
+                tap(int(level), message)
         except Exception:  # never let an exception cross into C
             return
         if message:

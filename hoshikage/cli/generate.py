@@ -36,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-ub", "--ubatch-size", type=int, default=512,
                    help="physical batch size; for diffusion the canvas length, prompt included (default 512)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all available)")
-    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
+                   help="layers to offload to the GPU / the RPC servers (default: 0; with --rpc, all)")
+    p.add_argument("--rpc", default=None, metavar="HOST:PORT,...",
+                   help="RPC servers (llama.cpp's rpc-server) to split the model across (docs/rpc.md)")
+    p.add_argument("-ts", "--tensor-split", default=None, metavar="N0,N1,...",
+                   help="proportions of the offloaded layers per device: the RPC servers', then the GPUs'")
     add_flags(p, SHARED_PARAMS, {**{q.name: q.default for q in SHARED_PARAMS}, "seed": LLAMA_DEFAULT_SEED})
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     tmpl = p.add_mutually_exclusive_group()
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import Model, generate, prepare_prompt
 
     try:
-        model = Model(args.model, n_gpu_layers=args.n_gpu_layers)
+        model = Model(args.model, n_gpu_layers=args.n_gpu_layers, rpc=args.rpc, tensor_split=args.tensor_split)
     except Exception as exc:  # ModelLoadError, LibraryNotFound: the message says what to do
         print(f"hoshikage generate: {exc}", file=sys.stderr)
         return 1
