@@ -6,8 +6,10 @@ cache, generation/prefix_cache.py, needs it). The names are renames of equal len
 rewriting ``general.architecture`` and the ``<arch>.`` prefix of the metadata keys in place
 keeps every other byte, every tensor offset included.
 
-The twin is a cached copy (``$HOSHIKAGE_CACHE_DIR/twins``, named by the source's path, size and
-mtime): one file copy the first time, then an ordinary mmap'd load. LLaDA-MoE and RND1 have no
+The twin is a cached copy (``$HOSHIKAGE_CACHE_DIR/twins``), named by the source's contents: its
+size, its header and the first and last MiB of its tensor data, so the same model under another
+path (the server's RAM-disk copy, made anew at each start) finds the same twin. One file copy the
+first time, then an ordinary mmap'd load. LLaDA-MoE and RND1 have no
 twin of equal length and are refused (TwinError).
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ __all__ = ["TWIN_ARCH", "TwinError", "twin_arch", "twin_path", "make_twin"]
 #: diffusion arch -> the autoregressive arch whose graph computes the same logits
 TWIN_ARCH = {"llada": "llama", "dream": "qwen2"}
 _ARCH_KEY = "general.architecture"
-_VERSION = 1  # bump when the way twins are written changes (old ones are then not reused)
+_VERSION = 2  # bump when the way twins are written changes (old ones are then not reused)
+_SAMPLE = 1 << 20  # bytes of tensor data hashed at each end of the file
 
 
 class TwinError(ValueError):
@@ -42,11 +45,16 @@ def twin_arch(arch: str | None) -> str:
 
 
 def twin_path(source: str | os.PathLike, folder: Path | None = None) -> Path:
-    """Where the twin of ``source`` is (or would be) cached."""
-    src = Path(source).resolve()
-    st = src.stat()
-    key = hashlib.sha256(f"{_VERSION}|{src}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return (folder or cache_dir() / "twins") / f"{src.stem}.{key}.twin.gguf"
+    """Where the twin of ``source`` is (or would be) cached: named by its contents."""
+    src = Path(source)
+    header = read_header(src, arrays=False, tensors=True)
+    digest = hashlib.sha256(f"{_VERSION}|{header.size}|".encode())
+    with open(src, "rb") as f:
+        digest.update(f.read(header.data_start))  # metadata and tensor table
+        digest.update(f.read(_SAMPLE))
+        f.seek(max(header.data_start, header.size - _SAMPLE))
+        digest.update(f.read(_SAMPLE))
+    return (folder or cache_dir() / "twins") / f"{src.stem}.{digest.hexdigest()[:16]}.twin.gguf"
 
 
 def make_twin(source: str | os.PathLike, folder: Path | None = None) -> Path:

@@ -71,6 +71,15 @@ def test_twin_is_the_same_file_under_the_autoregressive_name(model, twin_folder)
     assert src.size == dst.size and make_twin(model.path, twin_folder) == twin  # cached: made once
 
 
+def test_the_same_model_under_another_path_finds_the_same_twin(model, twin_folder, tmp_path):
+    """As the server's RAM-disk copy, made anew at each start, must."""
+    import shutil
+
+    copy = tmp_path / model.path.name
+    shutil.copyfile(model.path, copy)
+    assert make_twin(copy, twin_folder) == make_twin(model.path, twin_folder)
+
+
 def test_twin_full_canvas_logits_equal_the_diffusion_graph_bit_for_bit(model, twin_folder):
     """Causal attention off, one ubatch, llama.cpp's own KV cache: the twin computes the same bits."""
     with hk.Model(make_twin(model.path, twin_folder)) as twin:
