@@ -23,6 +23,7 @@ from ..chat_template import RENDER_TIMEOUT_S, RenderStopped, TemplateBoundError
 from ..errors import ContextError, HoshikageError
 from ..sampling.params import DIFFUSION_PARAMS, SHARED_PARAMS, DiffusionParams
 from .errors import APIError, from_value_error
+from .device_budget import check_device_memory
 from .memory import bucket, estimate_diffusion
 from .param_fields import merged
 from .registry import ModelEntry
@@ -246,8 +247,10 @@ class Runner(JobRunner):
                                  n_embd=model.n_embd, n_head=n_head, n_ff=n_ff, block_length=block,
                                  cfg=plan.diffusion.get("cfg_scale", 0) > 0, kv_cache=kv_cache)
         plan.info["memory_estimate_mb"] = round(est.total_mb, 1)
+        n_layer, limit = _meta_int(model, f"{arch}.block_count", 32), self.settings.device_memory_limit_mb
+        host_mb = check_device_memory(model, est, n_ubatch=n_ubatch, canvas=canvas, limit_mb=limit, n_layer=n_layer)
         budget = self.settings.diffusion_memory_budget_mb
-        if est.total_mb > budget:
+        if host_mb > budget:
             raise APIError("memory_budget_exceeded",
                            f"this diffusion request needs an estimated {est.describe()} for a canvas of "
                            f"{canvas} tokens ({n_prompt} prompt + {canvas - n_prompt} to generate), above "

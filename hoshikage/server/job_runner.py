@@ -3,17 +3,22 @@
 ``JobRunner.run`` loads the model on demand, calls the subclass's ``execute``, turns any failure
 into an APIError (a bug or a native failure fails that request only, the server goes on), counts
 the outcome for ``/v1/status``, writes the one-line request log, and emits ``("done", result)``.
+A model on RPC servers is run the same way in a child process instead (isolated.py): one model
+is in memory at a time, here or there.
 """
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .._ffi._loader import BUILD_COMMAND, LibraryNotFound
 from ..errors import ModelLoadError
 from .errors import APIError
+from .isolated import IsolatedModels
+from .placement import rpc_servers
 from .registry import ModelEntry
 from .residency import Residency
 from .settings import Settings
@@ -24,6 +29,7 @@ request_log = logging.getLogger("hoshikage.server.requests")
 
 # APIError code -> the /v1/status counter it adds to (anything else: "failed")
 _OUTCOMES = {"processing_timeout": "timed_out", "shutting_down": "cancelled"}
+_isolated: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Residency -> its child for RPC models
 
 
 def load_model(residency: Residency, entry: ModelEntry) -> Any:
@@ -61,10 +67,17 @@ class JobRunner:
 
     what = "the job"  # for "<what> failed: ..." messages
 
-    def __init__(self, settings: Settings, residency: Residency, counters: dict[str, int]):
+    def __init__(self, settings: Settings, residency: Residency, counters: dict[str, int], *,
+                 isolate: bool = True):
         self.settings = settings
         self.residency = residency
         self.counters = counters
+        # one child for every runner on this residency (False: this is the child)
+        self.isolated = None
+        if isolate:
+            if residency not in _isolated:
+                _isolated[residency] = IsolatedModels(settings, counters)
+            self.isolated = _isolated[residency]
 
     def execute(self, job: Job, model: Any, kind: str) -> Any:
         raise NotImplementedError
@@ -79,6 +92,11 @@ class JobRunner:
         return result
 
     def run(self, job: Job) -> None:
+        if self.isolated is not None:
+            if rpc_servers(job.plan.entry, self.settings):
+                self.residency.unload(f"switching to {job.plan.entry.name} (on RPC servers)")
+                return self.isolated.run(job)
+            self.isolated.stop()
         name, t0, kind = job.plan.entry.name, time.perf_counter(), "?"
         try:
             model = load_model(self.residency, job.plan.entry)

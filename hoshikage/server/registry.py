@@ -124,6 +124,10 @@ class ModelEntry:
     diffusion: dict[str, Any] = field(default_factory=dict)  # per-model DiffusionParams defaults
     max_tokens: int | None = None  # per-model default answer length (diffusion: the canvas after the prompt)
     source: str = "registry"  # or "models_dir"
+    # Where its layers go (server/placement.py): RPC servers, split proportions, offloaded layers.
+    rpc: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
+    n_gpu_layers: int | None = None
 
     def kind_hint(self) -> str | None:
         """"diffusion" / "autoregressive" from the GGUF header, None if unreadable."""
@@ -139,6 +143,10 @@ class ModelEntry:
             out["diffusion"] = dict(self.diffusion)
         if self.max_tokens:
             out["max_tokens"] = self.max_tokens
+        for key in ("rpc", "tensor_split", "n_gpu_layers"):
+            if getattr(self, key) not in ((), None):
+                value = getattr(self, key)
+                out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
 
@@ -182,7 +190,21 @@ def _entry_from_json(name: str, raw: Any, base: Path) -> ModelEntry:
         raise RegistryError(f"entry {name!r}: 'max_tokens' must be a positive integer")
     return ModelEntry(name=name, path=path, stop=tuple(stop), description=description,
                       test_model=bool(raw.get("test_model", False)), diffusion=dict(diffusion),
-                      max_tokens=max_tokens)
+                      max_tokens=max_tokens, **_placement_from_json(name, raw))
+
+
+def _placement_from_json(name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """An entry's "rpc" (list or comma-separated HOST:PORT), "tensor_split" and "n_gpu_layers"."""
+    from ..rpc_endpoints import parse_endpoints, parse_tensor_split
+
+    layers = raw.get("n_gpu_layers")
+    if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers < -1):
+        raise RegistryError(f"entry {name!r}: 'n_gpu_layers' must be an integer >= -1")
+    try:
+        return {"rpc": tuple(parse_endpoints(raw.get("rpc"))), "n_gpu_layers": layers,
+                "tensor_split": tuple(parse_tensor_split(raw.get("tensor_split")))}
+    except ValueError as exc:
+        raise RegistryError(f"entry {name!r}: {exc}") from None
 
 
 class Registry:

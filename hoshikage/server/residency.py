@@ -43,6 +43,7 @@ from ..embeddings import embedding_context
 from ..errors import ModelLoadError
 from ..gguf_file import open_regular_file
 from .memory import bucket, process_memory, release_free_memory
+from .placement import load_options
 from .probe import file_signature, probe_model
 from .registry import ModelEntry, Registry
 from .settings import Settings
@@ -103,7 +104,7 @@ class Residency:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ModelLoadError("out of time before llama.cpp could start loading it")
-            model = Model(path, n_gpu_layers=self.settings.n_gpu_layers, load_timeout=left)
+            model = Model(path, **load_options(entry, self.settings), load_timeout=left)
         except ModelLoadError as exc:
             if time.monotonic() < deadline:
                 raise
@@ -204,7 +205,6 @@ class Residency:
             self.model = self.entry = self.loaded_from = self.kind = self.model_mb = None
             self.unloads += 1
         model.close()
-        del model
         release_free_memory()
         log.info("unloaded %s (%s)", entry.name if entry else "?", reason)
 

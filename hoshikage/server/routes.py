@@ -18,6 +18,7 @@ from ..errors import ModelLoadError
 from . import respond
 from .access import Access
 from .embed import EmbeddingRequest
+from .device_status import device_report
 from .errors import APIError
 from .registry import ModelEntry, RegistryError, check_model_path
 from .schemas import AddModelRequest, ChatCompletionRequest, CompletionRequest
@@ -53,7 +54,7 @@ def add_info_routes(app: FastAPI, state: ServerState, access: Access, guarded: l
             for key in STATUS_PATH_FIELDS:
                 resident.pop(key, None)
         return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - state.started_at, 1),
-                **resident, "queue": state.worker.status(),
+                **resident, **device_report(state), "queue": state.worker.status(),
                 "requests": dict(state.counters),
                 "settings": {"idle_timeout": settings.idle_timeout, "great_timeout": settings.great_timeout,
                              "request_timeout": settings.request_timeout,

@@ -105,6 +105,17 @@ class Settings(_Declared):
                        "buckets up to this.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all, 0 = CPU only).")
     n_threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all available.")
+    rpc_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="RPC servers (llama.cpp's rpc-server, HOST:PORT; JSON list or "
+        "comma-separated) to split every model across, unless its registry entry names its own \"rpc\". "
+        "rpc-server has no authentication: use it on trusted networks only (docs/rpc.md). Hoshikage never "
+        "starts one. A model on RPC servers runs in a child process of the server.")
+    tensor_split: Annotated[list[float], NoDecode] = Field(
+        default_factory=list, description="Proportions of the offloaded layers per device: the RPC servers' "
+        "devices, then the GPUs (llama.cpp's --tensor-split, e.g. 3,1). Empty: by free memory.")
+    device_memory_limit_mb: int = Field(0, ge=0, description="Memory per device (GPU, RPC server) the "
+                                        "diffusion memory check may plan for, when less than what the device "
+                                        "reports free (rpc-server has no limit of its own); 0 = what it reports.")
     prompt_cache: bool = Field(True, description="Keep an autoregressive model's KV cache between requests "
                                "and decode only what is new after the longest common prefix (whole 64-token "
                                "chunks), as llama-server's cache_prompt does; answers are bit-identical to "
@@ -160,7 +171,7 @@ class Settings(_Declared):
         "Hoshikage cache (test models) and the user's home folder.")
 
     @field_validator("default_stop", "admin_model_dirs", "allowed_hosts", "trusted_proxies", "cors_origins",
-                     mode="before")
+                     "rpc_servers", "tensor_split", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """A JSON list, or comma-separated text, as .env files write lists."""
@@ -172,6 +183,20 @@ class Settings(_Declared):
                 return json.loads(text)
             return [s for s in (p.strip() for p in text.split(",")) if s]
         return value
+
+    @field_validator("rpc_servers", mode="after")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        from ..rpc_endpoints import parse_endpoints
+
+        return parse_endpoints(value, "RPC_SERVERS")
+
+    @field_validator("tensor_split", mode="after")
+    @classmethod
+    def _split(cls, value: list[float]) -> list[float]:
+        from ..rpc_endpoints import parse_tensor_split
+
+        return parse_tensor_split(value, "TENSOR_SPLIT")
 
     @field_validator("allowed_hosts", mode="after")
     @classmethod
