@@ -242,7 +242,7 @@ def render(results: dict, images: list[str]) -> str:
     ]
     if results.get("merged"):
         lines += ["Sections were measured by separate runs (`--merge`):", ""]
-        for name in ("diffusion", "ar", "server", "prompt_cache", "prefix_cache", "fast_decoding"):
+        for name in ("diffusion", "ar", "server", "prompt_cache", "prefix_cache", "rpc", "fast_decoding"):
             m = (results.get(name) or {}).get("measured")
             if m:
                 a, b = m["load_average_1min"]
@@ -278,6 +278,10 @@ def render(results: dict, images: list[str]) -> str:
         from .prefix_cache import tables as prefix_cache_tables
 
         lines += ["## Diffusion prefix KV cache", "", *prefix_cache_tables(results["prefix_cache"]), ""]
+    if "rpc" in results:
+        from .rpc import tables
+
+        lines += ["## Across machines: split over two loopback RPC servers", "", *tables(results["rpc"]), ""]
     if "fast_decoding" in results:
         from .fast_decoding import tables as fast_decoding_tables
 

@@ -21,11 +21,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ar, diffusion, lcpp_env, prefix_cache, prompt_cache, server
+from . import ar, diffusion, lcpp_env, prefix_cache, prompt_cache, rpc, server
 from .common import BenchError, machine_info, native_manifest, write_json
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("diffusion", "ar", "server", "prompt_cache", "prefix_cache", "fast_decoding")
+SECTIONS = ("diffusion", "ar", "server", "prompt_cache", "prefix_cache", "rpc", "fast_decoding")
 
 # key -> (comparison, bound, what the key is read from)
 TARGETS: dict[str, tuple[str, float]] = {
@@ -182,6 +182,26 @@ def run_prompt_cache_section(args, errors: list[str]) -> dict[str, Any]:
     return out
 
 
+def run_rpc_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
+    import hoshikage
+    from hoshikage.testing.diffusion_models import ensure_test_model
+
+    program = (manifest.get("tools") or {}).get("ggml-rpc-server")
+    model = "llada-tiny" if args.quick else "llada-bench"
+    log(f"== rpc: local vs split over two loopback rpc-servers, SmolLM2 and {model}, {args.reps} repetitions, "
+        f"{args.threads} threads")
+    if program is None:
+        errors.append("rpc: the build has no ggml-rpc-server (python build_llama.py --rpc)")
+        return {"error": "the build has no ggml-rpc-server; build with: python build_llama.py --rpc"}
+    try:
+        return rpc.run_rpc(Path(hoshikage.smollm2_path()), Path(ensure_test_model(model)), Path(program),
+                           args.threads, args.reps, args.quick, log)
+    except BenchError as exc:
+        errors.append(f"rpc: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+
+
 def run_fast_decoding_section(args, errors: list[str]) -> dict[str, Any]:
     from .fast_decoding import run_fast_decoding
 
@@ -262,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 "server": lambda: run_server_section(args, errors),
                 "prompt_cache": lambda: run_prompt_cache_section(args, errors),
                 "prefix_cache": lambda: run_prefix_cache_section(args, errors),
+                "rpc": lambda: run_rpc_section(args, manifest, errors),
                 "fast_decoding": lambda: run_fast_decoding_section(args, errors)}
     for name in args.sections:
         started, load = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0]
