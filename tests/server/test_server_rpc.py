@@ -56,6 +56,8 @@ def chat(server, model: str, **extra):
 def test_split_model_answers_like_the_local_one_and_status_lists_devices(server, servers):
     local = chat(server, "smollm2")
     assert local.status_code == 200, local.text
+    here = server.status()["devices"]  # the model in the server's own process: this machine's devices
+    assert here[0]["kind"] == "cpu" and here[0]["buffers_mb"]["model"] > 0 and "rpc" not in {d["kind"] for d in here}
     remote = chat(server, "smollm2-rpc")
     assert remote.status_code == 200, remote.text
     assert remote.json()["choices"][0]["message"] == local.json()["choices"][0]["message"]
