@@ -63,6 +63,10 @@ def test_smollm2_split_over_two_servers_is_identical_to_local(smollm2, smollm2_p
     with hk.Model(smollm2_path, rpc=endpoints, tensor_split=[1, 1], n_gpu_layers=20) as split:
         assert split.load_params["rpc"] == endpoints
         remote = _greedy(split)
+        placed = devices.model_devices(split)  # this CPU, then each server's device, with the weights on each
+    assert [d["kind"] for d in placed] == ["cpu", "rpc", "rpc"]
+    assert [d["endpoint"] for d in placed[1:]] == endpoints
+    assert all(d["buffers_mb"]["model"] > 0 and d["total_mb"] > 0 for d in placed)
     assert remote.tokens == local.tokens and remote.text == local.text
 
 
