@@ -12,7 +12,9 @@ starts a fresh child, which loads the model again (``model_load_failed`` naming 
 while it is still unreachable). A child whose server closed its connection between two calls
 (checked before every decode) reports that error and exits the same way.
 
-The parent never calls llama.cpp for such a model; ``status()`` shows what the child last reported.
+After IDLE_TIMEOUT without requests the child unloads its model and ends, its memory with it; the
+next request starts another. The parent never calls llama.cpp for such a model; /v1/status shows
+what the child reported after its last request.
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ log = logging.getLogger("hoshikage.server")
 
 POLL_S = 0.1  # how often the relay looks at the job's cancellation while the child works
 STOP_WAIT_S = 10.0
+
+
+class _EndedQuietly(Exception):
+    """The child ended by itself (exit status 0) before it answered the job."""
 
 
 class ChildJob:
@@ -63,7 +69,7 @@ def child_main(conn: Any, settings: Settings, log_path: str) -> None:
     os.dup2(fd, 2)  # llama.cpp's abort message lands here, for the parent to quote
     os.environ["GGML_NO_BACKTRACE"] = "1"
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    from .embed import EmbeddingPlan, EmbeddingRunner
+    from .embed import EmbeddingRunner
     from .execute import Runner
     from .residency import Residency
 
@@ -91,26 +97,35 @@ def child_main(conn: Any, settings: Settings, log_path: str) -> None:
                 plan = inbox.get(timeout=0.25)
             except queue.Empty:
                 residency.tick()
+                if residency.loads and residency.model is None:
+                    break  # unloaded after IDLE_TIMEOUT: the process ends, and its memory with it
                 continue
-            if plan is None:
-                break
-            job = ChildJob(plan, conn)
-            current[:] = [job]
-            before = dict(counters)
-            try:
-                runners[isinstance(plan, EmbeddingPlan)].run(job)
-            except APIError as exc:
-                job.emit("error", _error_state(exc))
-            except Exception as exc:  # noqa: BLE001 - reported to the parent as the job's failure
-                job.emit("error", ("inference_failed", f"{type(exc).__name__}: {exc}", None, None))
-            outcome = next((k for k in counters if counters[k] != before.get(k)), "failed")
-            lost = _lost(residency)  # then its model can neither be freed nor used again here: exit
-            conn.send(("status", {} if lost else _child_status(residency)))
-            conn.send(("finished", (outcome, lost)))
-            if lost:
+            if plan is None or _run_one(plan, conn, runners, counters, residency, current):
                 break
     finally:
         residency.shutdown()
+
+
+def _run_one(plan: Any, conn: Any, runners: tuple, counters: dict[str, int], residency: Any,
+             current: list[ChildJob]) -> bool:
+    """Run one plan, sending its events, then the status and its outcome; True when an RPC
+    server was lost (its model can then neither be freed nor used again here: the child ends)."""
+    from .embed import EmbeddingPlan
+
+    job = ChildJob(plan, conn)
+    current[:] = [job]
+    before = dict(counters)
+    try:
+        runners[isinstance(plan, EmbeddingPlan)].run(job)
+    except APIError as exc:
+        job.emit("error", _error_state(exc))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the job's failure
+        job.emit("error", ("inference_failed", f"{type(exc).__name__}: {exc}", None, None))
+    outcome = next((k for k in counters if counters[k] != before.get(k)), "failed")
+    lost = _lost(residency)
+    conn.send(("status", {} if lost else _child_status(residency)))
+    conn.send(("finished", (outcome, lost)))
+    return lost
 
 
 def _lost(residency: Any) -> bool:
@@ -161,11 +176,22 @@ class IsolatedModels:
         log.info("started child process %d for models on RPC servers (log: %s)", self._proc.pid, log_path)
 
     def run(self, job: Any) -> None:
-        """Run ``job`` in the child (started if needed); its events go to ``job``; APIError on failure."""
-        if not self.running:
-            self._start()
+        """Run ``job`` in the child (started if needed); its events go to ``job``; APIError on failure.
+        A child that ended on its own (idle unload) just before taking the job is started again."""
+        for attempt in (1, 2):
+            if not self.running:
+                self._start()
+            try:
+                return self._relay(job)
+            except _EndedQuietly:
+                self._proc = self._conn = None
+                if attempt == 2:
+                    raise APIError("inference_failed", "the process for models on RPC servers ended twice "
+                                   "before it could take the request") from None
+
+    def _relay(self, job: Any) -> None:
         servers = ", ".join(job.plan.entry.rpc or self.settings.rpc_servers)
-        sent, cancelled, failure = False, False, None
+        sent, cancelled, failure, heard = False, False, None, False
         while True:
             try:
                 if not sent:
@@ -178,8 +204,12 @@ class IsolatedModels:
                     continue
                 kind, data = self._conn.recv()
             except (EOFError, OSError):
+                self._proc.join(STOP_WAIT_S)
+                if not heard and self._proc.exitcode == 0:
+                    raise _EndedQuietly from None
                 self._count("failed")
                 raise self._died(job.plan.entry.name, servers) from None
+            heard = True
             if kind == "finished":
                 outcome, exiting = data
                 self._count(outcome)

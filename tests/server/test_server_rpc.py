@@ -107,7 +107,8 @@ def test_rpc_server_killed_mid_generation_fails_that_request_only(server, server
     assert again.status_code == 200, again.text
 
 
-def test_canvas_over_a_devices_capped_memory_is_refused_naming_it(make_server, model_paths, servers):
+def test_canvas_over_a_devices_capped_memory_is_refused_naming_it(make_server, model_paths, servers, server):
+    server.stop()  # an rpc-server serves one client at a time: the other server's child lets go first
     live = make_server({"DEVICE_MEMORY_LIMIT_MB": "1"}, start=False)
     add_entries(live.home, model_paths, servers)
     live.start()
@@ -116,3 +117,19 @@ def test_canvas_over_a_devices_capped_memory_is_refused_naming_it(make_server, m
     error = r.json()["error"]
     assert error["code"] == "memory_budget_exceeded" and error["param"] == "max_tokens"
     assert "DEVICE_MEMORY_LIMIT_MB=1" in error["message"] and servers[1].endpoint in error["message"]
+
+
+def test_idle_child_ends_and_the_next_request_starts_another(make_server, model_paths, tool, tmp_path):
+    own = RPCServer(tool("ggml-rpc-server"), log_dir=tmp_path).start()
+    try:
+        live = make_server({"IDLE_TIMEOUT": "1"}, start=False)
+        registry = json.loads((live.home / "model_map.json").read_text())
+        registry["llada-own"] = {**registry["llada"], "rpc": [own.endpoint]}
+        (live.home / "model_map.json").write_text(json.dumps(registry))
+        live.start()
+        assert chat(live, "llada-own", max_tokens=24).status_code == 200
+        live.wait_status(lambda s: s["loaded_model"] is None and not s.get("model_process"), timeout=60)
+        assert chat(live, "llada-own", max_tokens=24).status_code == 200
+        assert sum("started child process" in line for line in live.log_lines()) == 2
+    finally:
+        own.stop()
