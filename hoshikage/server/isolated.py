@@ -25,6 +25,7 @@ import queue
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ log = logging.getLogger("hoshikage.server")
 
 POLL_S = 0.1  # how often the relay looks at the job's cancellation while the child works
 STOP_WAIT_S = 10.0
+CANCEL_GRACE_S = 30.0  # a cancelled job's child that is still silent after this long is killed
 
 
 class _EndedQuietly(Exception):
@@ -191,7 +193,8 @@ class IsolatedModels:
 
     def _relay(self, job: Any) -> None:
         servers = ", ".join(job.plan.entry.rpc or self.settings.rpc_servers)
-        sent, cancelled, failure, heard = False, False, None, False
+        sent, cancelled, failure, heard = False, 0.0, None, False
+        last = time.monotonic()
         while True:
             try:
                 if not sent:
@@ -199,9 +202,11 @@ class IsolatedModels:
                     sent = True
                 if job.cancelled.is_set() and not cancelled:
                     self._conn.send(("cancel", job.cancel_reason))
-                    cancelled = True
+                    cancelled = time.monotonic()
                 if not self._conn.poll(POLL_S):
+                    self._kill_if_stuck(last, cancelled)
                     continue
+                last = time.monotonic()
                 kind, data = self._conn.recv()
             except (EOFError, OSError):
                 self._proc.join(STOP_WAIT_S)
@@ -226,6 +231,16 @@ class IsolatedModels:
                 failure = APIError(*data)
             else:
                 job.emit(kind, data)
+
+    def _kill_if_stuck(self, last: float, cancelled: float) -> None:
+        """Kill a child stuck in llama.cpp: silent for LOAD_TIMEOUT (e.g. connecting to an rpc-server
+        busy with another client, which the pinned RPC client waits for without a limit), or
+        CANCEL_GRACE_S after its job was cancelled. The relay then reports it as dead."""
+        now = time.monotonic()
+        if now - last > self.settings.load_timeout or (cancelled and now - cancelled > CANCEL_GRACE_S):
+            log.warning("killing the child process %d for models on RPC servers: no answer for %.0fs",
+                        self._proc.pid, now - last)
+            self._proc.kill()
 
     def _died(self, name: str, servers: str) -> APIError:
         self._proc.join(STOP_WAIT_S)

@@ -10,6 +10,7 @@ for a device's (capped) memory is refused naming the device.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import pytest
@@ -132,4 +133,24 @@ def test_idle_child_ends_and_the_next_request_starts_another(make_server, model_
         assert chat(live, "llada-own", max_tokens=24).status_code == 200
         assert sum("started child process" in line for line in live.log_lines()) == 2
     finally:
+        own.stop()
+
+
+def test_rpc_server_busy_with_another_client_cannot_hang_the_server(make_server, model_paths, tool, tmp_path):
+    """An rpc-server serves one client at a time and the pinned client waits for it without a
+    limit: the child is killed after LOAD_TIMEOUT of silence and the request fails."""
+    own = RPCServer(tool("ggml-rpc-server"), log_dir=tmp_path).start()
+    other = socket.create_connection(("127.0.0.1", own.port))  # another client, accepted, silent
+    try:
+        live = make_server({"LOAD_TIMEOUT": "5"}, start=False)
+        registry = json.loads((live.home / "model_map.json").read_text())
+        registry["llada-busy"] = {**registry["llada"], "rpc": [own.endpoint]}
+        (live.home / "model_map.json").write_text(json.dumps(registry))
+        live.start()
+        r = chat(live, "llada-busy", max_tokens=24)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "inference_failed", r.text
+        assert "SIGKILL" in r.json()["error"]["message"]
+        assert chat(live, "llada", max_tokens=24).status_code == 200  # the server goes on
+    finally:
+        other.close()
         own.stop()
