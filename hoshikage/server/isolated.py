@@ -233,11 +233,12 @@ class IsolatedModels:
                 job.emit(kind, data)
 
     def _kill_if_stuck(self, last: float, cancelled: float) -> None:
-        """Kill a child stuck in llama.cpp: silent for LOAD_TIMEOUT (e.g. connecting to an rpc-server
-        busy with another client, which the pinned RPC client waits for without a limit), or
-        CANCEL_GRACE_S after its job was cancelled. The relay then reports it as dead."""
-        now = time.monotonic()
-        if now - last > self.settings.load_timeout or (cancelled and now - cancelled > CANCEL_GRACE_S):
+        """Kill a child stuck in llama.cpp: silent for LOAD_TIMEOUT + REQUEST_TIMEOUT (e.g. connecting
+        to an rpc-server busy with another client, which the pinned RPC client waits for without a
+        limit; a working child sends every token or step), or CANCEL_GRACE_S after its job was
+        cancelled. The relay then reports it as dead."""
+        now, limit = time.monotonic(), self.settings.load_timeout + self.settings.request_timeout
+        if now - last > limit or (cancelled and now - cancelled > CANCEL_GRACE_S):
             log.warning("killing the child process %d for models on RPC servers: no answer for %.0fs",
                         self._proc.pid, now - last)
             self._proc.kill()

@@ -138,11 +138,11 @@ def test_idle_child_ends_and_the_next_request_starts_another(make_server, model_
 
 def test_rpc_server_busy_with_another_client_cannot_hang_the_server(make_server, model_paths, tool, tmp_path):
     """An rpc-server serves one client at a time and the pinned client waits for it without a
-    limit: the child is killed after LOAD_TIMEOUT of silence and the request fails."""
+    limit: the child is killed after LOAD_TIMEOUT + REQUEST_TIMEOUT of silence and the request fails."""
     own = RPCServer(tool("ggml-rpc-server"), log_dir=tmp_path).start()
     other = socket.create_connection(("127.0.0.1", own.port))  # another client, accepted, silent
     try:
-        live = make_server({"LOAD_TIMEOUT": "5"}, start=False)
+        live = make_server({"LOAD_TIMEOUT": "3", "REQUEST_TIMEOUT": "3"}, start=False)
         registry = json.loads((live.home / "model_map.json").read_text())
         registry["llada-busy"] = {**registry["llada"], "rpc": [own.endpoint]}
         (live.home / "model_map.json").write_text(json.dumps(registry))
