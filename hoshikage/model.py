@@ -17,7 +17,7 @@ from ._llama_calls import _LlamaErrors, _load_deadline, _read_c_string
 from .devices import Placement
 from .chat_template import ChatMessage, TemplateBoundError, normalize_messages, render_jinja_chat_template
 from .errors import ClosedError, ModelLoadError
-from .gguf_check import check_gguf_file, check_gguf_structure  # noqa: F401 - check_gguf_file re-exported
+from .gguf_check import check_gguf_file, check_gguf_structure
 from .text_limits import check_runs
 
 LLAMA_TOKEN_NULL = -1

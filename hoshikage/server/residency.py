@@ -127,7 +127,7 @@ class Residency:
         if not self.settings.probe_models:
             return
         from ..gguf_check import check_gguf_structure
-        from ..model import check_gguf_file
+        from ..gguf_check import check_gguf_file
 
         check_gguf_file(path)  # missing, a directory, a FIFO, not GGUF: say so without a child process
         signature = file_signature(path)
