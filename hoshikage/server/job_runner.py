@@ -72,9 +72,10 @@ class JobRunner:
         self.settings = settings
         self.residency = residency
         self.counters = counters
-        # one child for every runner on this residency (False: this is the child)
+        # one child for every runner on this residency (isolate False: this is the child; no
+        # residency: a runner that only plans requests, as in tests, never runs a model)
         self.isolated = None
-        if isolate:
+        if isolate and residency is not None:
             if residency not in _isolated:
                 _isolated[residency] = IsolatedModels(settings, counters)
             self.isolated = _isolated[residency]
