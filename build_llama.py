@@ -130,6 +130,22 @@ def run(cmd: list[str], step: str, fix: str, cwd: Path | None = None, quiet: boo
     return "".join(lines)
 
 
+def stdout_of(cmd: list[str], step: str, fix: str) -> str:
+    """Run a command and return its standard output alone; on failure raise BuildError as ``run``.
+
+    For output that is parsed (the preprocessed headers): the compiler's warnings go to stderr,
+    and merged into stdout they land wherever the pipe's buffers happen to flush, which depends
+    on the length of the paths (a cold CI cache broke the cdef this way)."""
+    try:
+        proc = subprocess.run(cmd, text=True, capture_output=True, errors="replace")
+    except FileNotFoundError as exc:
+        raise BuildError(f"step '{step}': {cmd[0]} was not found. {fix}") from exc
+    if proc.returncode != 0:
+        tail = "".join((proc.stderr or proc.stdout).splitlines(keepends=True)[-40:])
+        raise BuildError(f"step '{step}' failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}\n{fix}")
+    return proc.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. source
 
@@ -515,9 +531,9 @@ def preprocess(tree: Path, work_dir: Path) -> str:
     cc = os.environ.get("CC", "cc")
     wrapper = work_dir / "cdef_headers.h"
     wrapper.write_text("".join(f'#include "{h}"\n' for h in CDEF_HEADERS))
-    return run([cc, "-E", *defines,
-                "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include"), str(wrapper)],
-               "cdef", "The C preprocessor (cc -E) is needed: apt-get install gcc.", quiet=True)
+    return stdout_of([cc, "-E", *defines,
+                      "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include"), str(wrapper)],
+                     "cdef", "The C preprocessor (cc -E) is needed: apt-get install gcc.")
 
 
 def split_by_origin(preprocessed: str) -> dict[str, list[str]]:
@@ -641,7 +657,7 @@ def probe_layouts(tree: Path, cdef: str, out_dir: Path) -> dict:
     cc = os.environ.get("CC", "cc")
     run([cc, "-o", str(exe), str(src), "-I", str(tree / "include"), "-I", str(tree / "ggml" / "include")],
         "layout", "A C compiler is needed: apt-get install gcc.", quiet=True)
-    return json.loads(run([str(exe)], "layout", "The layout probe failed to run.", quiet=True))
+    return json.loads(stdout_of([str(exe)], "layout", "The layout probe failed to run."))
 
 
 # ---------------------------------------------------------------------------------------------

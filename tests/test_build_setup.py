@@ -180,3 +180,32 @@ def test_the_version_has_one_source_and_tqdm_is_declared():
     assert any(d.split(">")[0].strip() == "tqdm" for d in project["project"]["dependencies"])
     assert read_configuration(Path(__file__).resolve().parents[1] / "pyproject.toml")["project"]["version"] \
         == hoshikage.__version__
+
+
+def test_parsed_output_never_holds_the_compilers_warnings():
+    """stdout_of returns stdout alone, however the two streams interleave: 256 KB of output
+    with a warning on stderr between every 4 KB (merged, they landed inside the cdef)."""
+    script = ("import sys\nfor i in range(64):\n    sys.stdout.write('x' * 4095 + '\\n'); sys.stdout.flush()\n"
+              "    sys.stderr.write('warning: redefined\\n'); sys.stderr.flush()\n")
+    out = build_llama.stdout_of([sys.executable, "-c", script], "test", "no fix")
+    assert out == ("x" * 4095 + "\n") * 64
+
+
+def test_the_cdef_generates_and_parses_whatever_the_cache_path(tmp_path, native_build):
+    """The cdef step on the pinned headers seen through 40 paths of consecutive lengths (a
+    temporary CI cache has a longer path than ~/.cache). The preprocessor warns ("GGML_API
+    redefined"); merged into its output, the warning landed inside the cdef for about one path
+    length in 30, and cffi refused it. None may fail now."""
+    import shutil
+
+    source = Path(native_build.manifest["source_dir"])
+    headers = tmp_path / "headers"
+    for sub in ("include", "ggml/include"):
+        shutil.copytree(source / sub, headers / sub)
+    for n in range(1, 41):
+        tree = tmp_path / ("d" * n)
+        tree.symlink_to(headers, target_is_directory=True)
+        cdef = build_llama.generate_cdef(tree, native_build.llama_cpp_commit, tmp_path)
+        assert "warning" not in cdef and "In file included" not in cdef, f"path length {len(str(tree))}"
+        build_llama.check_cdef_parses(cdef)
+    assert "ggml_backend_dev_count" in cdef and "llama_model_load_from_file" in cdef
