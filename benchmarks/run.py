@@ -92,6 +92,17 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def guarded(name: str, errors: list[str], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s section, or ``{"error": ...}`` when it raises BenchError (then listed in ``errors``
+    under ``name``): one section's failure never stops the others."""
+    try:
+        return run()
+    except BenchError as exc:
+        errors.append(f"{name}: {str(exc).splitlines()[0]}")
+        log(f"    FAILED: {exc}")
+        return {"error": str(exc)}
+
+
 def run_diffusion_section(args, manifest: dict, errors: list[str],
                           checkpoint: Callable[[dict], None]) -> dict[str, Any]:
     from hoshikage.testing.diffusion_models import ensure_test_model
@@ -136,13 +147,10 @@ def run_ar_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
     max_tokens = 32 if args.quick else 128
     log(f"== autoregressive: SmolLM2, {max_tokens} tokens, {args.reps} repetitions, {args.threads} threads"
         + ("" if lcpp else " (llama-cpp-python: no venv, skipped)"))
-    try:
-        out = ar.run_ar(Path(hoshikage.smollm2_path()), args.threads, args.reps, max_tokens, manifest, lcpp,
-                        args.quick, log)
-    except BenchError as exc:
-        errors.append(f"ar: {str(exc).splitlines()[0]}")
-        log(f"    FAILED: {exc}")
-        return {"error": str(exc)}
+    out = guarded("ar", errors, lambda: ar.run_ar(Path(hoshikage.smollm2_path()), args.threads, args.reps,
+                                                  max_tokens, manifest, lcpp, args.quick, log))
+    if "error" in out:
+        return out
     ratios = out["ratios"]
     out["gen_tps_ratio_vs_llama_cpp_python"] = ratios.get("llama_cpp_python", {}).get("gen_tps", {}).get("median")
     out["gen_tps_ratio_vs_llama_completion"] = ratios.get("llama_completion", {}).get("gen_tps", {}).get("median")
@@ -154,12 +162,10 @@ def run_server_section(args, errors: list[str]) -> dict[str, Any]:
 
     max_tokens = 32 if args.quick else 64
     log(f"== server: chat completion, {max_tokens} tokens max, {args.reps} repetitions, {args.threads} threads")
-    try:
-        out = server.run_server(Path(hoshikage.smollm2_path()), args.threads, args.reps, max_tokens, log)
-    except BenchError as exc:
-        errors.append(f"server: {str(exc).splitlines()[0]}")
-        log(f"    FAILED: {exc}")
-        return {"error": str(exc)}
+    out = guarded("server", errors, lambda: server.run_server(Path(hoshikage.smollm2_path()), args.threads,
+                                                              args.reps, max_tokens, log))
+    if "error" in out:
+        return out
     out["overhead_summary"] = out["overhead_ratio"]  # median, min, max
     out["overhead_ratio"] = out["overhead_summary"]["median"]  # the key
     return out
@@ -170,13 +176,10 @@ def run_prompt_cache_section(args, errors: list[str]) -> dict[str, Any]:
 
     log(f"== prompt cache: next turn of a ~{1000 if args.quick else 2000}-token chat, {args.reps} repetitions, "
         f"{args.threads} threads")
-    try:
-        out = prompt_cache.run_prompt_cache(Path(hoshikage.smollm2_path()), args.threads, args.reps, args.quick,
-                                            log)
-    except BenchError as exc:
-        errors.append(f"prompt_cache: {str(exc).splitlines()[0]}")
-        log(f"    FAILED: {exc}")
-        return {"error": str(exc)}
+    out = guarded("prompt_cache", errors, lambda: prompt_cache.run_prompt_cache(
+        Path(hoshikage.smollm2_path()), args.threads, args.reps, args.quick, log))
+    if "error" in out:
+        return out
     out["ttft_ratio_summary"] = out["ttft_ratio"]  # median, min, max
     out["ttft_ratio"] = out["ttft_ratio_summary"]["median"]  # the key
     return out
@@ -193,35 +196,20 @@ def run_rpc_section(args, manifest: dict, errors: list[str]) -> dict[str, Any]:
     if program is None:
         errors.append("rpc: the build has no ggml-rpc-server (python build_llama.py --rpc)")
         return {"error": "the build has no ggml-rpc-server; build with: python build_llama.py --rpc"}
-    try:
-        return rpc.run_rpc(Path(hoshikage.smollm2_path()), Path(ensure_test_model(model)), Path(program),
-                           args.threads, args.reps, args.quick, log)
-    except BenchError as exc:
-        errors.append(f"rpc: {str(exc).splitlines()[0]}")
-        log(f"    FAILED: {exc}")
-        return {"error": str(exc)}
+    return guarded("rpc", errors, lambda: rpc.run_rpc(Path(hoshikage.smollm2_path()), Path(ensure_test_model(model)),
+                                                      Path(program), args.threads, args.reps, args.quick, log))
 
 
 def run_fast_decoding_section(args, errors: list[str]) -> dict[str, Any]:
     from .fast_decoding import run_fast_decoding
 
-    try:
-        return run_fast_decoding(args.threads, args.quick, log)
-    except BenchError as exc:
-        errors.append(f"fast_decoding: {str(exc).splitlines()[0]}")
-        log(f"    FAILED: {exc}")
-        return {"error": str(exc)}
+    return guarded("fast_decoding", errors, lambda: run_fast_decoding(args.threads, args.quick, log))
 
 
 def run_prefix_cache_section(args, errors: list[str]) -> dict[str, Any]:
     log(f"== prefix cache: the trained models' long-prompt eval, without and with the cache, and "
         f"llama-diffusion-cli, {args.threads} threads")
-    try:
-        return prefix_cache.run_prefix_cache(args.threads, args.quick, log)
-    except BenchError as exc:
-        errors.append(f"prefix_cache: {str(exc).splitlines()[0]}")
-        log(f"    FAILED: {exc}")
-        return {"error": str(exc)}
+    return guarded("prefix_cache", errors, lambda: prefix_cache.run_prefix_cache(args.threads, args.quick, log))
 
 
 def _merged(path: Path, new: dict[str, Any], ran: list[str], configs: bool = False) -> dict[str, Any]:

@@ -130,3 +130,19 @@ def test_rerun_configurations_replace_only_their_rows():
     assert [r["config"]["name"] for r in merged["configs"]] == ["a", "b"]
     assert merged["configs"][0]["remeasured"] == "later" and "remeasured" not in merged["configs"][1]
     assert merged["tokens_per_s_ratio_vs_reference"] == 0.9 and merged["reps"] == 5
+
+
+def test_a_failing_section_is_reported_and_the_others_go_on():
+    """benchmarks.run.guarded: a section's BenchError becomes its {"error"} entry and one line in
+    the run's errors; a section that works is returned as it is."""
+    from benchmarks.common import BenchError
+    from benchmarks.run import guarded
+
+    errors: list[str] = []
+
+    def broken():
+        raise BenchError("llama-diffusion-cli printed nothing\nfull log: x")
+
+    assert guarded("rpc", errors, broken) == {"error": "llama-diffusion-cli printed nothing\nfull log: x"}
+    assert guarded("server", errors, lambda: {"overhead_ratio": 1.0}) == {"overhead_ratio": 1.0}
+    assert errors == ["rpc: llama-diffusion-cli printed nothing"]
