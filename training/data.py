@@ -14,7 +14,9 @@ import numpy as np
 
 from hoshikage.testing._vocab import build_byte_vocab
 
-from .tasks import CANVAS, TASKS
+from .tasks import CANVAS, RETIRED_TASKS, TASKS
+
+ALL_TASKS = {**TASKS, **RETIRED_TASKS}
 
 
 @dataclass(frozen=True)
@@ -58,22 +60,31 @@ class Batch:
     length: np.ndarray      # [B] int32: the canvas of this sample, prompt included (<= T)
 
 
-def make_batch(ids: Ids, rng: random.Random, batch: int, tasks: tuple[str, ...] = tuple(TASKS),
+def make_batch(ids: Ids, rng: random.Random, batch: int,
+               tasks: tuple[str, ...] | dict[str, float] = tuple(TASKS),
                full_canvas_prob: float = 0.15, slack: int = 10) -> Batch:
-    """``batch`` samples, tasks drawn uniformly, one accepted answer drawn uniformly per item.
+    """``batch`` samples, tasks drawn by weight (a tuple: uniformly), one accepted answer
+    drawn uniformly per item.
 
     With probability ``full_canvas_prob`` every sample's canvas is ``CANVAS`` (what ``-ub 96``
     gives); otherwise each is the shortest that fits plus 0..``slack`` tokens (what a server's
     prompt + max_tokens gives), and the batch is only as wide as its longest canvas (rounded
     up to 16), which saves compute. A batch holds either long-prompt tasks only or the
-    others only (in proportion to their number), so short batches stay narrow."""
+    others only (in proportion to their weights), so short batches stay narrow."""
+    weights = dict(tasks) if isinstance(tasks, dict) else dict.fromkeys(tasks, 1.0)
     full = rng.random() < full_canvas_prob
-    long = [t for t in tasks if TASKS[t].long_prompt]
-    short = [t for t in tasks if not TASKS[t].long_prompt]
-    pool = long if long and (not short or rng.random() < len(long) / len(tasks)) else short
+    long = [t for t in weights if ALL_TASKS[t].long_prompt]
+    short = [t for t in weights if not ALL_TASKS[t].long_prompt]
+    p_long = sum(weights[t] for t in long) / sum(weights.values())
+    pool = long if long and (not short or rng.random() < p_long) else short
+    uniform = len({weights[t] for t in pool}) == 1  # rng.choice: the streams of the first recipes
+
+    def pick() -> str:
+        return rng.choice(pool) if uniform else rng.choices(pool, [weights[t] for t in pool])[0]
+
     rows, lp, lt = [], [], []
     for _ in range(batch):
-        item = TASKS[rng.choice(pool)].draw(rng)
+        item = ALL_TASKS[pick()].draw(rng)
         p = prompt_ids(ids, item.prompt)
         a = text_ids(rng.choice(item.answers))
         need = len(p) + len(a) + 1

@@ -7,7 +7,7 @@ accepted answer (the scorer compares the generated text, stripped, with this set
   1-digit number, carries included).
 - (b) under-determined, several valid answers whose characters must agree with each other:
   ``anagram`` (sorted letters -> any listed word made of exactly those letters), ``three``
-  (three different items of a category, any order, optionally excluding one),
+  (three different items of a category in alphabetical order, optionally excluding one),
   ``anagram_fewshot`` (the long-prompt variant: three solved examples before the query; the
   prompt is at least 4x the answer's length).
 
@@ -120,17 +120,34 @@ def draw_anagram_fewshot(rng: random.Random) -> Item:
     return Item("\n".join(lines + [f"{letters}:"]), words)
 
 
-def draw_three(rng: random.Random) -> Item:
-    """'3 fruits' or '3 fruits, no kiwi' -> every ordered triple of distinct allowed items."""
+def _three_query(rng: random.Random) -> tuple[str, list[str]]:
+    """A category and its allowed items ('fruits', or 'fruits' with one item banned)."""
     cat = rng.choice(sorted(CATEGORIES))
     items = list(CATEGORIES[cat])
     prompt = f"3 {cat}"
     if rng.random() < 0.5:
         banned = rng.choice(items)
         items.remove(banned)
-        prompt += f", no {banned}"
-    answers = tuple(", ".join(p) for p in itertools.permutations(items, 3))
-    return Item(prompt, answers)
+        return prompt + ", no " + banned, items
+    return prompt, items
+
+
+def draw_three_any(rng: random.Random) -> Item:
+    """'3 fruits' or '3 fruits, no kiwi' -> every ordered triple of distinct allowed items.
+    Retired from the eval (0% after 3800 steps: 210 orders make every position's marginal
+    flat); kept because the recipes' first stages trained on it."""
+    prompt, items = _three_query(rng)
+    return Item(prompt, tuple(", ".join(p) for p in itertools.permutations(items, 3)))
+
+
+def draw_three(rng: random.Random) -> Item:
+    """'3 fruits, sorted' or '3 fruits, sorted, no kiwi' -> any three different allowed
+    items in alphabetical order (35 answers of 7 items): still under-determined, and the
+    three words' letters must agree with each other."""
+    prompt, items = _three_query(rng)
+    head, _, ban = prompt.partition(", ")
+    prompt = head + ", sorted" + (", " + ban if ban else "")
+    return Item(prompt, tuple(", ".join(c) for c in itertools.combinations(sorted(items), 3)))
 
 
 TASKS: dict[str, Task] = {
@@ -140,6 +157,8 @@ TASKS: dict[str, Task] = {
     "three": Task("three", "open", draw_three),
     "anagram_fewshot": Task("anagram_fewshot", "open", draw_anagram_fewshot, long_prompt=True),
 }
+# Trained on by the recipes' first stages, not evaluated.
+RETIRED_TASKS: dict[str, Task] = {"three_any": Task("three_any", "open", draw_three_any)}
 
 
 def score(item: Item, text: str) -> bool:

@@ -21,22 +21,25 @@ from dataclasses import asdict
 
 import numpy as np
 
+# The first four stages' task mix: `three` then had any order (training.tasks.RETIRED_TASKS).
+FIRST_TASKS = ("words", "add", "anagram", "three_any", "anagram_fewshot")
+# Stage 4 (a fresh optimizer on the weights of stage 3) doubles the weak tasks and the
+# full 96-token canvas that `-ub 96` decodes.
+STAGE4 = {"steps": 5000, "lr": 2e-3, "warmup": 100, "batch": 48, "stratified_t": True,
+          "full_canvas_prob": 0.3,
+          "tasks": {"words": 1.0, "add": 2.0, "anagram": 2.0, "three": 2.0, "anagram_fewshot": 2.0}}
+_LATER = [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True},
+          {"steps": 600, "lr": 1e-3, "warmup": 20, "batch": 48, "stratified_t": True},
+          {"steps": 600, "lr": 7e-4, "warmup": 20, "batch": 48, "stratified_t": True}]
+_COMMON = {"n_embd": 96, "n_layer": 4, "n_head": 4, "n_ff": 256, "seed": 0, "steps": 2400,
+           "stop_at": 1800, "batch": 32, "lr": 3e-3, "warmup": 100, "weight_decay": 0.01,
+           "eps": 0.02, "tasks": FIRST_TASKS}
+
 # The recipes of the committed models: everything that determines them.
 RECIPES: dict[str, dict] = {
-    "llada-tasks": {"arch": "llada", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 4,
-                    "n_ff": 256, "seed": 0, "steps": 2400, "stop_at": 1800, "batch": 32,
-                    "lr": 3e-3, "warmup": 100, "weight_decay": 0.01, "eps": 0.02,
-                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True},
-                             {"steps": 600, "lr": 1e-3, "warmup": 20, "batch": 48, "stratified_t": True},
-                             {"steps": 600, "lr": 7e-4, "warmup": 20, "batch": 48, "stratified_t": True}]},
-    "dream-tasks": {"arch": "dream", "n_embd": 96, "n_layer": 4, "n_head": 4, "n_head_kv": 2,
-                    "n_ff": 256, "seed": 0, "steps": 2400, "stop_at": 1800, "batch": 32,
-                    "lr": 3e-3, "warmup": 100, "weight_decay": 0.01, "eps": 0.02,
-                    "then": [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True},
-                             {"steps": 600, "lr": 1e-3, "warmup": 20, "batch": 48, "stratified_t": True},
-                             {"steps": 600, "lr": 7e-4, "warmup": 20, "batch": 48, "stratified_t": True}]},
+    "llada-tasks": {"arch": "llada", "n_head_kv": 4, **_COMMON, "then": [*_LATER, STAGE4]},
+    "dream-tasks": {"arch": "dream", "n_head_kv": 2, **_COMMON, "then": [*_LATER, STAGE4]},
 }
-
 
 def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
           save_every: int = 500, init: str | None = None, start_stage: int = 0) -> dict:
@@ -55,6 +58,7 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
         r["steps"] = steps
     stages = [{"steps": r["steps"], "lr": r["lr"], "warmup": r["warmup"], "stop_at": r.get("stop_at")}]
     stages += list(r.get("then", ()))
+    stages = [{"tasks": r["tasks"], "full_canvas_prob": 0.15, **st} for st in stages]
     run_len = [st.get("stop_at") or st["steps"] for st in stages]  # a stage may stop before its schedule ends
     ids = vocab_ids(r["arch"])
     cfg = Config(r["arch"], ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])
@@ -63,14 +67,11 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     if init is None:
         params = {k: jnp.asarray(v) for k, v in init_params(cfg, r["seed"]).items()}
         done, hist, t_before = 0, [], 0.0
-    else:  # resume at stage start_stage from the checkpoint that ended the stage before
-        from .export import load_checkpoint
-        meta, arrays = load_checkpoint(init)
+    else:  # resume at stage start_stage from the checkpoint (or GGUF) that ended the stage before
         want = sum(run_len[:start_stage])
-        if meta["step"] != want:
-            raise ValueError(f"{init} is at step {meta['step']}; stage {start_stage} starts at {want}")
-        params = {k: jnp.asarray(v) for k, v in arrays.items()}
-        done, hist, t_before = want, [tuple(h) for h in meta["history"]], meta["train_seconds"]
+        params, hist, t_before = _resume(init, want)
+        params = {k: jnp.asarray(v) for k, v in params.items()}
+        done = want
     decay_mask = {k: v.ndim == 2 for k, v in params.items()}
 
     def loss_fn(p, tokens, lp, lt, key, stratified):
@@ -113,7 +114,7 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
         rng = random.Random(f"train:{name}:{r['seed']}" + (f":stage{k}" if k else ""))
         key = jax.random.PRNGKey(r["seed"] + 1000 * k)
         for i in range(1, run_len[k] + 1):
-            b = make_batch(ids, rng, st.get("batch", r["batch"]))
+            b = make_batch(ids, rng, st.get("batch", r["batch"]), st["tasks"], st["full_canvas_prob"])
             key, sub = jax.random.split(key)
             params, state, loss, acc = step(params, state, b.tokens, b.prompt_len, b.length, sub)
             g = done + i
@@ -126,6 +127,20 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
                 _save(out, name, r, cfg, params, t_before + time.time() - t0, g, hist)
         done += run_len[k]
     return {"seconds": t_before + time.time() - t0, "steps": total}
+
+
+def _resume(init: str, step: int) -> tuple[dict[str, np.ndarray], list, float]:
+    """(params, history, seconds) to resume at ``step``: a checkpoint .npz (its step must be
+    ``step``) or an exported .gguf (its F16 weights, taken as the state at ``step``)."""
+    if init.endswith(".gguf"):
+        from hoshikage.gguf_file import read_header
+        h = read_header(init)
+        return {k: h.tensor(k) for k in h.tensors}, [], 0.0
+    from .export import load_checkpoint
+    meta, arrays = load_checkpoint(init)
+    if meta["step"] != step:
+        raise ValueError(f"{init} is at step {meta['step']}; this stage starts at {step}")
+    return arrays, [tuple(h) for h in meta["history"]], meta["train_seconds"]
 
 
 def _save(out, name, recipe, cfg, params, seconds, step, hist) -> None:
@@ -144,7 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="checkpoint .npz (rewritten every --save-every steps)")
     ap.add_argument("--steps", type=int, help="override the recipe's step count")
     ap.add_argument("--save-every", type=int, default=500)
-    ap.add_argument("--init", help="resume from this checkpoint (the end of the stage before --start-stage)")
+    ap.add_argument("--init", help="resume from this checkpoint .npz, or an exported .gguf, "
+                    "that ended the stage before --start-stage")
     ap.add_argument("--start-stage", type=int, default=0)
     a = ap.parse_args(argv)
     print(json.dumps(train(a.name, a.out, a.steps, save_every=a.save_every, init=a.init,

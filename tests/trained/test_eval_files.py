@@ -75,4 +75,5 @@ def test_task_semantics():
         letters = it.prompt.split()[-1]
         assert all(sorted(w) == list(letters) for w in it.answers)
         it = TASKS["three"].draw(rng)
-        assert all(len(set(a.split(", "))) == 3 for a in it.answers)
+        assert all(len(set(a.split(", "))) == 3 and a.split(", ") == sorted(a.split(", ")) for a in it.answers)
+        assert ", sorted" in it.prompt and len(it.answers) in (10, 20, 35)  # C(5..7, 3)

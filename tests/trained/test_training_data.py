@@ -1,0 +1,53 @@
+"""The training batches: the first stages' streams are unchanged by the task-mix options, and
+weights set the mix (numpy only, no JAX)."""
+from __future__ import annotations
+
+import hashlib
+import random
+
+from training.data import make_batch, vocab_ids
+from training.tasks import RETIRED_TASKS, TASKS
+from training.train import FIRST_TASKS, RECIPES
+
+
+def _digest(arch: str, tasks) -> str:
+    ids, rng, h = vocab_ids(arch), random.Random("train:x:0"), hashlib.sha256()
+    for _ in range(40):
+        b = make_batch(ids, rng, 32, tasks)
+        for a in (b.tokens, b.prompt_len, b.length):
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_first_stages_draw_the_batches_they_were_trained_on():
+    # Digests of make_batch before `three` was redesigned (commit 5b28418, default tasks):
+    # stages 0-3 of the committed recipes must still see exactly those batches.
+    assert _digest("llada", FIRST_TASKS) == "cee9e9dccce200a5"
+    assert _digest("dream", FIRST_TASKS) == "9135fba49c024498"
+
+
+def test_weights_set_the_task_mix():
+    ids, rng = vocab_ids("llada"), random.Random(0)
+    counts = {"words": 0, "add": 0}
+    for _ in range(60):
+        b = make_batch(ids, rng, 32, {"words": 1.0, "add": 3.0})
+        for row, lp in zip(b.tokens, b.prompt_len):
+            counts["add" if b"+" in bytes(row[:lp].astype("uint8")) else "words"] += 1
+    assert 2.4 < counts["add"] / counts["words"] < 3.7, counts
+
+
+def test_recipes_name_only_known_tasks():
+    known = set(TASKS) | set(RETIRED_TASKS)
+    for r in RECIPES.values():
+        for st in [r, *r["then"]]:
+            assert set(st.get("tasks", FIRST_TASKS)) <= known
+    assert set(RECIPES["llada-tasks"]["then"][-1]["tasks"]) == set(TASKS)  # the last stage: the eval's tasks
+
+
+def test_sorted_three_keeps_the_retired_task_s_items():
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    for _ in range(100):
+        new, old = TASKS["three"].draw(rng_a), RETIRED_TASKS["three_any"].draw(rng_b)
+        assert set(new.answers) <= set(old.answers)     # the same triples, sorted ones only
+        assert all(a.split(", ") == sorted(a.split(", ")) for a in new.answers)
+        assert new.prompt.replace(", sorted", "") == old.prompt
