@@ -31,7 +31,7 @@ def export(ckpt: str | Path, out: str | Path, dtype: str = "f16") -> Path:
              f"A {c['n_layer']}-layer, {c['n_embd']}-wide {c['arch']} diffusion model trained by "
              f"training/train.py (recipe {meta['name']}, seed {r['seed']}, {meta['step']} steps) on "
              f"training/tasks.py: number words (0-99), 2-digit + 1-digit addition, anagrams, three "
-             f"items of a category. It knows nothing else. See docs/trained-models.md.")
+             f"items of a category in alphabetical order. It knows nothing else. See docs/trained-models.md.")
     return write_diffusion_gguf(out, c["arch"], n_embd=c["n_embd"], n_layer=c["n_layer"],
                                 n_head=c["n_head"], n_head_kv=c["n_head_kv"], n_ff=c["n_ff"],
                                 seed=r["seed"], dtype=dtype, vocab="bytes", tensors=tensors,

@@ -29,8 +29,8 @@ DIFFUSION_MAX_TOKENS = 32
 
 def _describe(name: str, arch: str) -> str:
     return (f"{name}: a 0.5M-parameter {arch} diffusion model trained only on synthetic tasks "
-            f"(number words 0-99, 2-digit + 1-digit addition, anagrams, three items of a category); "
-            f"ask e.g. {TASK_PROMPTS} (it gets many wrong: docs/trained-models.md). It knows nothing else.")
+            f"(number words 0-99, 2-digit + 1-digit addition, anagrams, three items of a category, sorted); "
+            f"ask e.g. {TASK_PROMPTS} (it gets some wrong: docs/trained-models.md). It knows nothing else.")
 
 
 def ensure_default_models(registry: Registry) -> list[str]:

@@ -2,8 +2,8 @@
 
 Unlike ``hoshikage.testing``'s random-weight models these have learned something, but only
 their tasks (``training/tasks.py``): number to words (0-99), 2-digit + 1-digit addition, anagrams
-of a listed word, three different items of a category, and anagrams after few-shot
-examples. They know nothing else. How they were made: docs/trained-models.md.
+of a listed word, three different items of a category in alphabetical order, and anagrams
+after few-shot examples. They know nothing else. How they were made: docs/trained-models.md.
 
     from hoshikage.trained import trained_model_path, TRAINED_MODELS
     path = trained_model_path("llada-tasks")

@@ -36,13 +36,16 @@ def test_trained_model_loads_with_its_metadata(name, native_build):
 KNOWN_RIGHT: dict[str, list[tuple[str, str]]] = {
     'llada-tasks': [
         ('words', '63 in words'),
+        ('add', '82+8='),
         ('anagram', 'unscramble dstuy'),
+        ('three', '3 metals, sorted, no iron'),
         ('anagram_fewshot', 'aprs: raps\nghint: night\nailr: liar\neilm:'),
     ],
     'dream-tasks': [
         ('words', '63 in words'),
-        ('add', '85+3='),
+        ('add', '87+6='),
         ('anagram', 'unscramble dstuy'),
+        ('three', '3 drinks, sorted, no juice'),
         ('anagram_fewshot', 'lmpu: lump\nadel: deal\nchin: inch\narw:'),
     ],
 }
