@@ -240,11 +240,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads per model call (default 1: ggml threads spin, and on a busy machine 2 were 3x slower)")
     ap.add_argument("--out", help="results file (default: results.json; --pareto: results-pareto.json)")
-    ap.add_argument("--plot", help="the steps-sweep plot (default: accuracy_vs_forwards.png; --pareto: none)")
+    ap.add_argument("--plot", help="the steps-sweep plot (default: accuracy_vs_forwards.png; --pareto, --table: none)")
     ap.add_argument("--pareto-plot", default=str(EVAL_DIR / "pareto.png"))
     args = ap.parse_args(argv)
     args.out = args.out or str(EVAL_DIR / ("results-pareto.json" if args.pareto else "results.json"))
-    args.plot = args.plot or (None if args.pareto else str(EVAL_DIR / "accuracy_vs_forwards.png"))
+    args.plot = args.plot or (None if args.pareto or args.table else str(EVAL_DIR / "accuracy_vs_forwards.png"))
     t0 = time.time()
     res = run(args)
     res["wall_s"] = round(time.time() - t0, 1)
