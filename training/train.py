@@ -23,8 +23,8 @@ import numpy as np
 
 # The first four stages' task mix: `three` then had any order (training.tasks.RETIRED_TASKS).
 FIRST_TASKS = ("words", "add", "anagram", "three_any", "anagram_fewshot")
-# Stage 4 (a fresh optimizer on the weights of stage 3) doubles the weak tasks and the
-# full 96-token canvas that `-ub 96` decodes.
+# Stage 4 (counted from 0: "stage 5" in docs/trained-models.md; a fresh optimizer on the
+# weights of stage 3) doubles the weak tasks and the full 96-token canvas that `-ub 96` decodes.
 STAGE4 = {"steps": 5000, "lr": 2e-3, "warmup": 100, "batch": 48, "stratified_t": True,
           "full_canvas_prob": 0.3,
           "tasks": {"words": 1.0, "add": 2.0, "anagram": 2.0, "three": 2.0, "anagram_fewshot": 2.0}}
@@ -41,6 +41,7 @@ RECIPES: dict[str, dict] = {
     "dream-tasks": {"arch": "dream", "n_head_kv": 2, **_COMMON, "then": [*_LATER, STAGE4]},
 }
 
+
 def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
           save_every: int = 500, init: str | None = None, start_stage: int = 0) -> dict:
     """Run the recipe's stages (the first, then each of ``then``: a fresh optimizer and
@@ -51,7 +52,8 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     import optax
 
     from .data import make_batch, vocab_ids
-    from .jax_model import Config, forward, init_params
+    from .config import Config
+    from .jax_model import forward, init_params
 
     r = dict(RECIPES[name])
     if steps is not None:
@@ -69,7 +71,7 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
         done, hist, t_before = 0, [], 0.0
     else:  # resume at stage start_stage from the checkpoint (or GGUF) that ended the stage before
         want = sum(run_len[:start_stage])
-        params, hist, t_before = _resume(init, want)
+        params, hist, t_before = _resume(init, want, cfg)
         params = {k: jnp.asarray(v) for k, v in params.items()}
         done = want
     decay_mask = {k: v.ndim == 2 for k, v in params.items()}
@@ -129,18 +131,29 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     return {"seconds": t_before + time.time() - t0, "steps": total}
 
 
-def _resume(init: str, step: int) -> tuple[dict[str, np.ndarray], list, float]:
+def _resume(init: str, step: int, cfg) -> tuple[dict[str, np.ndarray], list, float]:
     """(params, history, seconds) to resume at ``step``: a checkpoint .npz (its step must be
-    ``step``) or an exported .gguf (its F16 weights, taken as the state at ``step``)."""
+    ``step``) or an exported .gguf (its F16 weights, taken as the state at ``step``). Either
+    must hold exactly the tensors of ``cfg`` (a training.jax_model.Config), with its shapes."""
+    from hoshikage.testing._archs import tensor_shapes
+
     if init.endswith(".gguf"):
         from hoshikage.gguf_file import read_header
         h = read_header(init)
-        return {k: h.tensor(k) for k in h.tensors}, [], 0.0
-    from .export import load_checkpoint
-    meta, arrays = load_checkpoint(init)
-    if meta["step"] != step:
-        raise ValueError(f"{init} is at step {meta['step']}; this stage starts at {step}")
-    return arrays, [tuple(h) for h in meta["history"]], meta["train_seconds"]
+        arrays, hist, seconds = {k: h.tensor(k) for k in h.tensors}, [], 0.0
+    else:
+        from .export import load_checkpoint
+        meta, arrays = load_checkpoint(init)
+        if meta["step"] != step:
+            raise ValueError(f"{init} is at step {meta['step']}; this stage starts at {step}")
+        hist, seconds = [tuple(h) for h in meta["history"]], meta["train_seconds"]
+    want = tensor_shapes(cfg.spec, cfg.dims())
+    got = {k: tuple(v.shape) for k, v in arrays.items()}
+    if got != {k: tuple(v) for k, v in want.items()}:
+        odd = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != tuple(want[k]))
+        raise ValueError(f"{init} does not hold the tensors of this recipe ({cfg.arch}, "
+                         f"{cfg.n_layer} layers, {cfg.n_embd} wide): {', '.join(odd[:4])} differ")
+    return arrays, hist, seconds
 
 
 def _save(out, name, recipe, cfg, params, seconds, step, hist) -> None:

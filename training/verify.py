@@ -25,7 +25,8 @@ def verify(ckpt: str, gguf: str, n: int = 6, f16: bool = True) -> dict:
 
     from .data import prompt_ids, text_ids, vocab_ids
     from .export import load_checkpoint
-    from .jax_model import Config, forward
+    from .config import Config
+    from .jax_model import forward
     from .tasks import CANVAS, TASKS
 
     meta, tensors = load_checkpoint(ckpt)

@@ -51,3 +51,22 @@ def test_sorted_three_keeps_the_retired_task_s_items():
         assert set(new.answers) <= set(old.answers)     # the same triples, sorted ones only
         assert all(a.split(", ") == sorted(a.split(", ")) for a in new.answers)
         assert new.prompt.replace(", sorted", "") == old.prompt
+
+
+def test_resume_reads_a_committed_gguf_and_refuses_another_recipe_s():
+    import pytest
+
+    from hoshikage.trained import trained_model_path
+    from training.data import vocab_ids as ids_of
+    from training.config import Config
+    from training.train import _resume
+
+    def cfg(name: str) -> Config:
+        r = RECIPES[name]
+        return Config(r["arch"], ids_of(r["arch"]).n_vocab, r["n_embd"], r["n_layer"], r["n_head"],
+                      r["n_head_kv"], r["n_ff"])
+
+    params, hist, seconds = _resume(str(trained_model_path("llada-tasks")), 3800, cfg("llada-tasks"))
+    assert params["token_embd.weight"].shape == (320, 96) and hist == [] and seconds == 0.0
+    with pytest.raises(ValueError, match="does not hold the tensors of this recipe"):
+        _resume(str(trained_model_path("dream-tasks")), 3800, cfg("llada-tasks"))
