@@ -2,11 +2,17 @@
 
 Lines join the steps sweep of the default algorithm and schedule (reference mode, Hoshikage);
 other configurations are single markers (x: llama-diffusion-cli, o: corrected mode,
-^: the other schedule, s: ENTROPY corrected).
+^: the other schedule, s: ENTROPY corrected). Rows with a threshold or early stop are left
+out: ``plot_pareto`` draws them.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def fixed_step_rows(rows: list[dict]) -> list[dict]:
+    """The rows that decode a fixed number of steps: no threshold, factor or early stop."""
+    return [r for r in rows if not r.get("threshold") and not r.get("factor") and not r.get("early_stop")]
 
 
 def plot(results: dict, out: Path) -> None:
@@ -18,7 +24,7 @@ def plot(results: dict, out: Path) -> None:
     models = results["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)
     for ax, (name, m) in zip(axes[0], models.items()):
-        rows = m["rows"]
+        rows = fixed_step_rows(m["rows"])
         tasks = list(rows[0]["tasks"]) if rows else []
         colours = {t: f"C{i}" for i, t in enumerate(tasks)}
         sweep = [r for r in rows if r["tool"] == "hoshikage" and r["algorithm"] == "CONFIDENCE"

@@ -77,3 +77,16 @@ def test_task_semantics():
         it = TASKS["three"].draw(rng)
         assert all(len(set(a.split(", "))) == 3 and a.split(", ") == sorted(a.split(", ")) for a in it.answers)
         assert ", sorted" in it.prompt and len(it.answers) in (10, 20, 35)  # C(5..7, 3)
+
+
+def test_the_steps_sweep_plot_leaves_out_the_fewer_forwards_rows(tmp_path):
+    from benchmarks.eval.plot import fixed_step_rows, plot
+
+    res = json.loads((REPO / "benchmarks" / "eval" / "results.json").read_text())
+    for m in res["models"].values():
+        kept = fixed_step_rows(m["rows"])
+        assert kept and len(kept) < len(m["rows"])  # the committed results hold both kinds
+        assert not any(r["threshold"] or r["early_stop"] for r in kept)
+        assert all(r in kept for r in m["rows"] if not r["threshold"] and not r["early_stop"])
+    plot(res, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
