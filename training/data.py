@@ -17,6 +17,7 @@ from hoshikage.testing._vocab import build_byte_vocab
 from .tasks import CANVAS, RETIRED_TASKS, TASKS
 
 ALL_TASKS = {**TASKS, **RETIRED_TASKS}
+FULL_CANVAS_PROB = 0.15  # the share of full-canvas batches unless a stage sets its own
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Batch:
 
 def make_batch(ids: Ids, rng: random.Random, batch: int,
                tasks: tuple[str, ...] | dict[str, float] = tuple(TASKS),
-               full_canvas_prob: float = 0.15, slack: int = 10) -> Batch:
+               full_canvas_prob: float = FULL_CANVAS_PROB, slack: int = 10) -> Batch:
     """``batch`` samples, tasks drawn by weight (a tuple: uniformly), one accepted answer
     drawn uniformly per item.
 

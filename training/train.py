@@ -51,7 +51,7 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     import jax.numpy as jnp
     import optax
 
-    from .data import make_batch, vocab_ids
+    from .data import FULL_CANVAS_PROB, make_batch, vocab_ids
     from .config import Config
     from .jax_model import forward, init_params
 
@@ -60,7 +60,7 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
         r["steps"] = steps
     stages = [{"steps": r["steps"], "lr": r["lr"], "warmup": r["warmup"], "stop_at": r.get("stop_at")}]
     stages += list(r.get("then", ()))
-    stages = [{"tasks": r["tasks"], "full_canvas_prob": 0.15, **st} for st in stages]
+    stages = [{"tasks": r["tasks"], "full_canvas_prob": FULL_CANVAS_PROB, **st} for st in stages]
     run_len = [st.get("stop_at") or st["steps"] for st in stages]  # a stage may stop before its schedule ends
     ids = vocab_ids(r["arch"])
     cfg = Config(r["arch"], ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])

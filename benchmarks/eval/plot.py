@@ -10,9 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def is_fixed_step(row: dict) -> bool:
+    """A row that decodes a fixed number of steps: no threshold, no early stop."""
+    return not row.get("threshold") and not row.get("early_stop")
+
+
 def fixed_step_rows(rows: list[dict]) -> list[dict]:
-    """The rows that decode a fixed number of steps: no threshold, factor or early stop."""
-    return [r for r in rows if not r.get("threshold") and not r.get("factor") and not r.get("early_stop")]
+    return [r for r in rows if is_fixed_step(r)]
 
 
 def plot(results: dict, out: Path) -> None:
@@ -61,7 +65,7 @@ def plot_pareto(results: dict, out: Path) -> bool:
     fixed-steps sweep and the thresholds at the default steps, each without and with early stop;
     x: llama-diffusion-cli at the default steps. False when the run has no fewer-forwards rows."""
     models = {n: m["rows"] for n, m in results["models"].items()}
-    if not any(r.get("threshold") or r.get("early_stop") for rows in models.values() for r in rows):
+    if all(is_fixed_step(r) for rows in models.values() for r in rows):
         return False
     import matplotlib
 
