@@ -1,9 +1,9 @@
 """``make bench`` section ``prefix_cache``: the prefix KV cache (issue 17) on the trained models'
 long-prompt eval (benchmarks/eval/anagram_fewshot.jsonl: few-shot prompts, 1-word answers).
 
-Per model (llada-tasks, dream-tasks; block schedule, block 32, the eval's canvas ``-ub 96`` and
-default steps), the same prompts run as Hoshikage without the cache, with it, with it and
-threshold decoding (0.9), with it, threshold and early stop, and as ``llama-diffusion-cli``.
+Per model (llada-tasks, dream-tasks, at their defaults: the block schedule, block 32, the eval's
+canvas ``-ub 96``, 96 steps), the same prompts run as Hoshikage without the cache, with it, with
+it and threshold decoding (0.9), with it, threshold and early stop, and as ``llama-diffusion-cli``.
 Every side answers each prompt in turn (one ``--worker`` process, the reference a process per
 prompt), so that a busy machine slows them alike. Answer tokens per second count the diffusion
 loop on both sides, as ``make eval`` does: Hoshikage's decode + sampling, the reference's "total
@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hoshikage.trained import TRAINED_MODELS
+
 from .common import REPO, BenchError, hk_env, python_cmd, ratio, run_measured
 
 EVAL = REPO / "benchmarks" / "eval" / "anagram_fewshot.jsonl"
-MODELS = {  # name -> its eval flags with the block schedule (models.json's canvas and steps)
-    "llada-tasks": ["-ub", "96", "--diffusion-steps", "96", "--diffusion-block-length", "32"],
-    "dream-tasks": ["-ub", "96", "--diffusion-steps", "48", "--diffusion-block-length", "32"],
-}
-COMMON = ["--diffusion-algorithm", "4", "--temp", "0", "--top-k", "0", "--top-p", "1.0", "--seed", "0"]
+# name -> its default flags (models.json's cli_args: canvas, steps, the block schedule the cache needs)
+MODELS = {name: list(m.cli_args) for name, m in TRAINED_MODELS.items()}
 SIDES = {  # Hoshikage's sides: extra flags
     "uncached": [],
     "cached": ["--diffusion-cache", "prefix"],
@@ -69,7 +68,7 @@ def worker(model: str, sides: list[str], n: int, threads: int) -> dict[str, Any]
         for line in lines:
             for side, runner in runners.items():
                 t0 = time.perf_counter()
-                a = runner.answer(line.prompt, [*MODELS[model], *COMMON, *SIDES.get(side, [])])
+                a = runner.answer(line.prompt, [*MODELS[model], *SIDES.get(side, [])])
                 t = tally[side]
                 t["wall"] += time.perf_counter() - t0
                 t["seconds"] += a.seconds  # the diffusion loop (Hoshikage: decode + sampling)

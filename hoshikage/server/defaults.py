@@ -18,12 +18,10 @@ log = logging.getLogger("hoshikage.server")
 
 AR_NAME = "smollm2"
 TASK_PROMPTS = "'63 in words', 'unscramble dstuy', '85+3='"
-# Registry defaults per trained model: the decoding its accuracy was measured with. The
-# server's canvas is prompt + max_tokens (LLaDA's block schedule rounds it up to 32s).
-DIFFUSION_MODELS = {
-    "llada-tasks": ({"schedule": 1, "block_length": 32, "steps": 96}, "LLaDA architecture"),
-    "dream-tasks": ({"schedule": 0, "eps": 0.001, "steps": 48}, "Dream architecture"),
-}
+# The trained models' architectures, as their descriptions name them. Their registry defaults are
+# the decoding their accuracy was measured with (hoshikage.trained.TRAINED_MODELS[...].diffusion);
+# the server's canvas is prompt + max_tokens (the block schedule rounds it up to 32s).
+DIFFUSION_MODELS = {"llada-tasks": "LLaDA architecture", "dream-tasks": "Dream architecture"}
 DIFFUSION_MAX_TOKENS = 32
 
 
@@ -39,13 +37,14 @@ def ensure_default_models(registry: Registry) -> list[str]:
     An existing entry is left alone, except that its path is updated when its file is gone.
     """
     from ..default_models import smollm2_path
-    from ..trained import trained_model_path
+    from ..trained import TRAINED_MODELS, trained_model_path
 
     entries = registry.entries()
     changed = []
     wanted = {AR_NAME: (smollm2_path, lambda path: ModelEntry(
         name=AR_NAME, path=path, description="SmolLM2-135M-Instruct (Q4_1), autoregressive"))}
-    for name, (params, arch) in DIFFUSION_MODELS.items():
+    for name, arch in DIFFUSION_MODELS.items():
+        params = TRAINED_MODELS[name].diffusion
         wanted[name] = (lambda n=name: trained_model_path(n), lambda path, n=name, p=params, a=arch: ModelEntry(
             name=n, path=path, description=_describe(n, a), diffusion=dict(p), max_tokens=DIFFUSION_MAX_TOKENS))
     for name, (locate, make) in wanted.items():

@@ -42,9 +42,9 @@ TRAINED_MODELS: dict[str, TrainedModel] = {
         {"steps": 96, "schedule": 1, "block_length": 32, "algorithm": 4}),
     "dream-tasks": TrainedModel(
         "dream-tasks", "dream", "dream-tasks.gguf",
-        ("-ub", "96", "--diffusion-steps", "48", "--diffusion-eps", "0.001",
+        ("-ub", "96", "--diffusion-steps", "96", "--diffusion-block-length", "32",
          "--diffusion-algorithm", "4", "--temp", "0", "--top-k", "0", "--top-p", "1.0", "--seed", "0"),
-        {"steps": 48, "schedule": 0, "eps": 0.001, "algorithm": 4}, "unscramble dstuy"),
+        {"steps": 96, "schedule": 1, "block_length": 32, "algorithm": 4}, "unscramble dstuy"),
 }
 
 
