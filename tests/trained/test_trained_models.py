@@ -38,7 +38,7 @@ KNOWN_RIGHT: dict[str, list[tuple[str, str]]] = {
         ('words', '63 in words'),
         ('add', '82+8='),
         ('anagram', 'unscramble dstuy'),
-        ('three', '3 metals, sorted, no iron'),
+        ('three', '3 drinks, sorted, no juice'),
         ('anagram_fewshot', 'aprs: raps\nghint: night\nailr: liar\neilm:'),
     ],
     'dream-tasks': [
