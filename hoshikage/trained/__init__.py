@@ -1,4 +1,4 @@
-"""Small diffusion models trained on Hoshikage's synthetic tasks (committed, about 2 MB each).
+"""Small diffusion models trained on Hoshikage's synthetic tasks (committed, about 1 MB each).
 
 Unlike ``hoshikage.testing``'s random-weight models these have learned something, but only
 their tasks (``training/tasks.py``): number to words (0-99), 2-digit + 1-digit addition, anagrams
