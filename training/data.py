@@ -14,9 +14,9 @@ import numpy as np
 
 from hoshikage.testing._vocab import build_byte_vocab
 
-from .tasks import CANVAS, RETIRED_TASKS, TASKS
+from .tasks import CANVAS, TRAIN_ONLY_TASKS, TASKS
 
-ALL_TASKS = {**TASKS, **RETIRED_TASKS}
+ALL_TASKS = {**TASKS, **TRAIN_ONLY_TASKS}
 FULL_CANVAS_PROB = 0.15  # the share of full-canvas batches unless a stage sets its own
 
 

@@ -120,12 +120,13 @@ def draw_anagram_fewshot(rng: random.Random) -> Item:
     return Item("\n".join(lines + [f"{letters}:"]), words)
 
 
-def _three_query(rng: random.Random) -> tuple[str, list[str]]:
-    """A category and its allowed items ('fruits', or 'fruits' with one item banned)."""
+def _three_query(rng: random.Random, p_ban: float = 0.5) -> tuple[str, list[str]]:
+    """A category and its allowed items ('fruits', or with probability ``p_ban`` 'fruits'
+    with one item banned). Every ``p_ban`` draws the same random numbers."""
     cat = rng.choice(sorted(CATEGORIES))
     items = list(CATEGORIES[cat])
     prompt = f"3 {cat}"
-    if rng.random() < 0.5:
+    if rng.random() < p_ban:
         banned = rng.choice(items)
         items.remove(banned)
         return prompt + ", no " + banned, items
@@ -140,11 +141,11 @@ def draw_three_any(rng: random.Random) -> Item:
     return Item(prompt, tuple(", ".join(p) for p in itertools.permutations(items, 3)))
 
 
-def draw_three(rng: random.Random) -> Item:
+def draw_three(rng: random.Random, p_ban: float = 0.5) -> Item:
     """'3 fruits, sorted' or '3 fruits, sorted, no kiwi' -> any three different allowed
     items in alphabetical order (35 answers of 7 items): still under-determined, and the
     three words' letters must agree with each other."""
-    prompt, items = _three_query(rng)
+    prompt, items = _three_query(rng, p_ban)
     head, _, ban = prompt.partition(", ")
     prompt = head + ", sorted" + (", " + ban if ban else "")
     return Item(prompt, tuple(", ".join(c) for c in itertools.combinations(sorted(items), 3)))
@@ -157,8 +158,20 @@ TASKS: dict[str, Task] = {
     "three": Task("three", "open", draw_three),
     "anagram_fewshot": Task("anagram_fewshot", "open", draw_anagram_fewshot, long_prompt=True),
 }
-# Trained on by the recipes' first stages, not evaluated.
-RETIRED_TASKS: dict[str, Task] = {"three_any": Task("three_any", "open", draw_three_any)}
+
+
+def draw_three_banned(rng: random.Random) -> Item:
+    """``three`` with an item always banned ('3 fruits, sorted, no kiwi'): 7 of every 8
+    distinct ``three`` prompts ban one, and most wrong answers used the banned item."""
+    return draw_three(rng, p_ban=1.0)
+
+
+# Trained on, not evaluated: ``three_any`` by the recipes' first stages (retired),
+# ``three_banned`` by the last (more weight on the exclusion than ``three``'s half).
+TRAIN_ONLY_TASKS: dict[str, Task] = {
+    "three_any": Task("three_any", "open", draw_three_any),
+    "three_banned": Task("three_banned", "open", draw_three_banned),
+}
 
 
 def score(item: Item, text: str) -> bool:

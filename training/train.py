@@ -21,7 +21,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-# The first four stages' task mix: `three` then had any order (training.tasks.RETIRED_TASKS).
+# The first four stages' task mix: `three` then had any order (training.tasks.TRAIN_ONLY_TASKS["three_any"]).
 FIRST_TASKS = ("words", "add", "anagram", "three_any", "anagram_fewshot")
 # Stage 4 (counted from 0: "stage 5" in docs/trained-models.md; a fresh optimizer on the
 # weights of stage 3) doubles the weak tasks and the full 96-token canvas that `-ub 96` decodes.
@@ -31,6 +31,11 @@ STAGE4 = {"steps": 5000, "lr": 2e-3, "warmup": 100, "batch": 48, "stratified_t":
 # Stage 5 (docs: "stage 6"): stage 4 again, a fresh optimizer on its weights, at a lower peak
 # and with four times the weight on `three` (the weakest task after stage 4).
 STAGE5 = {**STAGE4, "lr": 1.5e-3, "tasks": {**STAGE4["tasks"], "three": 4.0}}
+# Stage 6 (docs: "stage 7"): a fresh optimizer on stage 5's weights at a lower peak; most of
+# `three`'s weight moves to `three_banned` (the exclusion, which most wrong answers broke), and
+# `anagram` (llada-tasks' weakest after `three`) gets a little more.
+STAGE6 = {**STAGE5, "steps": 4000, "lr": 1e-3,
+          "tasks": {**STAGE5["tasks"], "anagram": 2.5, "three": 1.0, "three_banned": 4.0}}
 _LATER = [{"steps": 800, "lr": 1.5e-3, "warmup": 40, "batch": 48, "stratified_t": True},
           {"steps": 600, "lr": 1e-3, "warmup": 20, "batch": 48, "stratified_t": True},
           {"steps": 600, "lr": 7e-4, "warmup": 20, "batch": 48, "stratified_t": True}]
@@ -40,8 +45,8 @@ _COMMON = {"n_embd": 96, "n_layer": 4, "n_head": 4, "n_ff": 256, "seed": 0, "ste
 
 # The recipes of the committed models: everything that determines them.
 RECIPES: dict[str, dict] = {
-    "llada-tasks": {"arch": "llada", "n_head_kv": 4, **_COMMON, "then": [*_LATER, STAGE4, STAGE5]},
-    "dream-tasks": {"arch": "dream", "n_head_kv": 2, **_COMMON, "then": [*_LATER, STAGE4, STAGE5]},
+    "llada-tasks": {"arch": "llada", "n_head_kv": 4, **_COMMON, "then": [*_LATER, STAGE4, STAGE5, STAGE6]},
+    "dream-tasks": {"arch": "dream", "n_head_kv": 2, **_COMMON, "then": [*_LATER, STAGE4, STAGE5, STAGE6]},
 }
 
 
