@@ -21,7 +21,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-# The first four stages' task mix: `three` then had any order (training.tasks.TRAIN_ONLY_TASKS["three_any"]).
+# The first four stages' task mix: `three` then had any order (TRAIN_ONLY_TASKS["three_any"]).
 FIRST_TASKS = ("words", "add", "anagram", "three_any", "anagram_fewshot")
 # Stage 4 (counted from 0: "stage 5" in docs/trained-models.md; a fresh optimizer on the
 # weights of stage 3) doubles the weak tasks and the full 96-token canvas that `-ub 96` decodes.
