@@ -3,6 +3,9 @@
 For a few task prompts (chat-templated by llama.cpp's tokenizer, compared with
 training.data.prompt_ids) and canvases with masks, compare the JAX logits (weights rounded to
 the file's F16) with ``hoshikage.Context`` logits: max abs difference and argmax agreement.
+Where the argmaxes differ, ``disagree_max_gap`` is the largest margin by which llama.cpp's
+top logit beat the JAX pick's (0.0 when they all agree): rounding can only flip near-ties,
+so a gap well below ``max_abs_diff`` means rounding, a gap above it a real mismatch.
 
     python -m training.verify /tmp/llada-tasks.npz hoshikage/trained/llada-tasks.gguf
 """
@@ -36,7 +39,7 @@ def verify(ckpt: str, gguf: str, n: int = 6, f16: bool = True) -> dict:
     p16 = {k: jnp.asarray(v.astype(np.float16).astype(np.float32) if v.ndim == 2 and f16 else v)
            for k, v in tensors.items()}
     rng = random.Random(7)
-    worst, agree, total, tok_ok = 0.0, 0, 0, True
+    worst, gap, agree, total, tok_ok = 0.0, 0.0, 0, 0, True
     with hk.Model(gguf) as model, hk.Context(model, n_ctx=CANVAS, n_ubatch=CANVAS) as ctx:
         ctx.set_causal_attn(False)
         for i in range(n):
@@ -54,10 +57,15 @@ def verify(ckpt: str, gguf: str, n: int = 6, f16: bool = True) -> dict:
             ref = np.array(ctx.logits()[:CANVAS])
             got = np.asarray(forward(cfg, p16, jnp.asarray(canvas[None]), jnp.asarray([CANVAS])))[0]
             worst = max(worst, float(np.abs(ref - got).max()))
-            agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
+            same = ref.argmax(-1) == got.argmax(-1)
+            agree += int(same.sum())
+            rows = np.flatnonzero(~same)
+            if rows.size:  # ref's margin of its own top over the JAX pick, in ref's logits
+                margin = ref[rows].max(-1) - ref[rows, got[rows].argmax(-1)]
+                gap = max(gap, float(margin.max()))
             total += CANVAS
     return {"tokens_match": bool(tok_ok), "max_abs_diff": worst, "argmax_agree": agree / total,
-            "logit_scale": float(np.abs(ref).max())}
+            "disagree_max_gap": gap,             "logit_scale": float(np.abs(ref).max())}
 
 
 def main(argv=None) -> int:
