@@ -65,7 +65,7 @@ def verify(ckpt: str, gguf: str, n: int = 6, f16: bool = True) -> dict:
                 gap = max(gap, float(margin.max()))
             total += CANVAS
     return {"tokens_match": bool(tok_ok), "max_abs_diff": worst, "argmax_agree": agree / total,
-            "disagree_max_gap": gap,             "logit_scale": float(np.abs(ref).max())}
+            "disagree_max_gap": gap, "logit_scale": float(np.abs(ref).max())}
 
 
 def main(argv=None) -> int:
