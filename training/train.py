@@ -46,9 +46,11 @@ _COMMON = {"n_embd": 96, "n_layer": 4, "n_head": 4, "n_ff": 256, "seed": 0, "ste
            "stop_at": 1800, "batch": 32, "lr": 3e-3, "warmup": 100, "weight_decay": 0.01,
            "eps": 0.02, "tasks": FIRST_TASKS}
 
-# Stage 8 (docs: "stage 9"): stage 7 again on its weights at a lower peak. Stages 7 and 8
-# (counted from 0) are llada-tasks' only: dream-tasks' `three` got worse with stage 7
-# (89% -> 81%) and no better with stage 6's mix again at lr 5e-4 (89%): it stops at stage 6.
+# Stage 8 (docs: "stage 9"): stage 7 again on its weights at a lower peak. Stages 7-9
+# (counted from 0) are llada-tasks' only. dream-tasks stops at stage 6: every seventh stage
+# tried left its `three` (89%) no better: stage 7 (81%), stage 6's mix at lr 5e-4 (89%), stage
+# 7's at lr 3e-4 (81%), and 3000 steps at lr 7e-4 with `three` and `three_banned` weighted 3
+# each and half the batches full-canvas (79%).
 STAGE8 = {**STAGE7, "lr": 7e-4}
 # Stage 9 (docs: "stage 10", llada-tasks only): stage 8 again on its weights at a lower peak.
 STAGE9 = {**STAGE8, "lr": 5e-4}
