@@ -30,9 +30,11 @@ MESSAGES = [{"role": "user", "content": "Tell me a story."}]
 
 
 def reference_cli_text(tool, model_path, args: list[str]) -> str:
-    """What llama-diffusion-cli prints as its result: the lines after 'total time: ...'."""
+    """What llama-diffusion-cli prints as its result: the lines after 'total time: ...'. It
+    prints the canvas's raw bytes, which on random weights may split a UTF-8 character:
+    decoded with replacement, as Hoshikage's canvas_text is."""
     proc = subprocess.run([tool("llama-diffusion-cli"), "-m", str(model_path), *args],
-                          capture_output=True, text=True, timeout=300, check=True)
+                          capture_output=True, text=True, errors="replace", timeout=300, check=True)
     log = proc.stdout + proc.stderr
     lines = log[log.index("total time:"):].split("\n")[1:]
     lines[0] = re.sub(r"^\d+\.\d+\.\d+\.\d+ I ", "", lines[0])  # the logger's timestamp prefix
