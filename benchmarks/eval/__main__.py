@@ -27,23 +27,40 @@ from pathlib import Path
 from .runners import CliRunner, HoshikageRunner, with_flags
 from .suite import EVAL_DIR, MODELS_JSON, load_lines, load_models, task_name
 
-ALGS = {"CONFIDENCE": "4", "ENTROPY": "1", "MARGIN": "2"}
+from hoshikage.sampling.params import Algorithm
+
+# --diffusion-algorithm codes by the grid's short names ("CONFIDENCE" for CONFIDENCE_BASED...).
+ALGS = {a.name.removesuffix("_BASED"): str(a.value) for a in Algorithm}
+FULL_GRID_ALGS = ("CONFIDENCE", "ENTROPY", "MARGIN")
+DEFAULT = "default"  # a Config's algorithm or schedule: the model's own (its cli_args)
+
+
+def algorithm_of(args: tuple[str, ...] | list[str]) -> str:
+    """The short name of the algorithm ``args`` run: their --diffusion-algorithm, else
+    llama-diffusion-cli's default (CONFIDENCE_BASED)."""
+    if "--diffusion-algorithm" not in args:
+        return "CONFIDENCE"
+    code = args[list(args).index("--diffusion-algorithm") + 1]
+    names = {v: k for k, v in ALGS.items()}
+    if code not in names:
+        raise ValueError(f"--diffusion-algorithm {code!r}: not one of {', '.join(sorted(names))}")
+    return names[code]
 
 
 @dataclass(frozen=True)
 class Config:
     """One point of the grid; ``frac`` is the share of the model's default steps."""
     frac: float
-    algorithm: str = "CONFIDENCE"
-    schedule: str = "default"   # "default" or "other" (block <-> timestep)
+    algorithm: str = DEFAULT   # DEFAULT (the model's own) or a key of ALGS
+    schedule: str = DEFAULT    # DEFAULT or "other" (block <-> timestep)
     corrected: bool = False
     tools: tuple[str, ...] = ("hoshikage",)
     threshold: float = 0.0   # --diffusion-threshold (0: off)
     early_stop: bool = False  # --diffusion-early-stop
 
-    def label(self, steps: int, sched: str) -> str:
+    def label(self, steps: int, sched: str, algorithm: str) -> str:
         fast = (f" t{self.threshold:g}" if self.threshold else "") + (" es" if self.early_stop else "")
-        return f"s{steps} {sched} {self.algorithm}{' corrected' if self.corrected else ''}{fast}"
+        return f"s{steps} {sched} {algorithm}{' corrected' if self.corrected else ''}{fast}"
 
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -73,27 +90,24 @@ def grid(full: bool, quick: bool, table: bool = False, pareto: bool = False) -> 
     out += [Config(f, schedule="other") for f in (1.0, 0.125)]
     out += pareto_grid(False)
     if full:
-        seen = set(out)
-        for f in fracs:
-            for alg in ALGS:
-                for sched in ("default", "other"):
+        for f in fracs:  # run() skips those that repeat a row's flags (the model's own algorithm)
+            for alg in FULL_GRID_ALGS:
+                for sched in (DEFAULT, "other"):
                     for corr in (False, True):
-                        c = Config(f, alg, sched, corr)
-                        if not any((c.frac, c.algorithm, c.schedule, c.corrected) ==
-                                   (s.frac, s.algorithm, s.schedule, s.corrected) for s in seen):
-                            out.append(c)
+                        out.append(Config(f, alg, sched, corr))
     return out
 
 
 def config_args(base: tuple[str, ...], c: Config) -> tuple[list[str], int, str]:
-    """The flags of ``c`` on top of the model's defaults: (args, steps, schedule name)."""
+    """The flags of ``c`` on top of the model's defaults: (args, steps, schedule name). The
+    model's own algorithm stays unless ``c`` names one."""
     i = base.index("--diffusion-steps")
     steps0 = int(base[i + 1])
     block = "--diffusion-block-length" in base
     ub = int(base[base.index("-ub") + 1])
     use_block = block != (c.schedule == "other")
     steps = max(1, round(steps0 * c.frac))
-    sets: dict[str, str | None] = {"--diffusion-algorithm": ALGS[c.algorithm]}
+    sets: dict[str, str | None] = {} if c.algorithm == DEFAULT else {"--diffusion-algorithm": ALGS[c.algorithm]}
     if use_block:
         bl = base[base.index("--diffusion-block-length") + 1] if block else "32"
         n_blocks = ub // int(bl)
@@ -110,6 +124,13 @@ def config_args(base: tuple[str, ...], c: Config) -> tuple[list[str], int, str]:
     if c.early_stop:
         sets["--diffusion-early-stop"] = ""
     return with_flags(base, sets), steps, ("block" if use_block else "timestep")
+
+
+def flag_set(args: tuple[str, ...] | list[str]) -> frozenset:
+    """``args`` as a set of (flag, value) pairs: equal for the same flags in any order."""
+    args = list(args)
+    return frozenset((a, args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "")
+                     for i, a in enumerate(args) if a.startswith("-"))
 
 
 @dataclass
@@ -159,12 +180,14 @@ def run(args, configs: list[Config] | None = None) -> dict:
         runners = {"hoshikage": HoshikageRunner(m.path, args.threads)}
         if cli is not None:
             runners["llama-diffusion-cli"] = CliRunner(m.path, args.threads, cli)
-        rows = []
+        rows, done = [], set()
         for c in configs:
             cargs, steps, sched = config_args(m.cli_args, c)
+            alg = algorithm_of(cargs)
             for tool in c.tools:
-                if tool not in runners:
-                    continue
+                if tool not in runners or (tool, flag_set(cargs)) in done:
+                    continue  # (the --full grid names the model's own algorithm again)
+                done.add((tool, flag_set(cargs)))
                 t0 = time.time()
                 per = {}
                 for task, lines in sets.items():
@@ -180,8 +203,8 @@ def run(args, configs: list[Config] | None = None) -> dict:
                         t.seconds += a.seconds
                         t.canvases.append(a.canvas)
                     per[task] = t
-                row = {"label": c.label(steps, sched), "tool": tool, "steps": steps, "frac": c.frac,
-                       "algorithm": c.algorithm, "schedule": sched, "corrected": c.corrected,
+                row = {"label": c.label(steps, sched, alg), "tool": tool, "steps": steps, "frac": c.frac,
+                       "algorithm": alg, "schedule": sched, "corrected": c.corrected,
                        "threshold": c.threshold, "early_stop": c.early_stop, "args": cargs,
                        "tasks": {k: v.figures() for k, v in per.items()}, "wall_s": round(time.time() - t0, 1),
                        "_canvases": {k: v.canvases for k, v in per.items()}}

@@ -22,8 +22,9 @@ MAX_DROP_POINTS = 1.0
 def _find(rows: list[dict], tool: str = "hoshikage", threshold: float = 0.0, early_stop: bool = False) -> dict | None:
     """The default-steps row (reference mode, the default algorithm and schedule) with these settings."""
     for r in rows:
-        if (r["tool"] == tool and r["frac"] == 1.0 and r["algorithm"] == "CONFIDENCE" and not r["corrected"]
-                and r["schedule"] == rows[0]["schedule"] and r.get("threshold", 0.0) == threshold
+        if (r["tool"] == tool and r["frac"] == 1.0 and not r["corrected"]
+                and (r["algorithm"], r["schedule"]) == (rows[0]["algorithm"], rows[0]["schedule"])
+                and r.get("threshold", 0.0) == threshold
                 and r.get("early_stop", False) == early_stop):
             return r
     return None

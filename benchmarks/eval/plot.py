@@ -31,7 +31,7 @@ def plot(results: dict, out: Path) -> None:
         rows = fixed_step_rows(m["rows"])
         tasks = list(rows[0]["tasks"]) if rows else []
         colours = {t: f"C{i}" for i, t in enumerate(tasks)}
-        sweep = [r for r in rows if r["tool"] == "hoshikage" and r["algorithm"] == "CONFIDENCE"
+        sweep = [r for r in rows if r["tool"] == "hoshikage" and r["algorithm"] == rows[0]["algorithm"]
                  and not r["corrected"] and r["schedule"] == rows[0]["schedule"]]
         for t in tasks:
             pts = sorted((r["tasks"][t]["forwards_per_answer_token"], r["tasks"][t]["accuracy"]) for r in sweep)
@@ -39,7 +39,7 @@ def plot(results: dict, out: Path) -> None:
             for r in rows:
                 if r in sweep:
                     continue
-                mk = ("x" if r["tool"] != "hoshikage" else "s" if r["algorithm"] == "ENTROPY"
+                mk = ("x" if r["tool"] != "hoshikage" else "s" if r["algorithm"] != rows[0]["algorithm"]
                       else "o" if r["corrected"] else "^" if r["schedule"] != rows[0]["schedule"] else "d")
                 f = r["tasks"][t]
                 ax.plot(f["forwards_per_answer_token"], 100 * f["accuracy"], mk, color=colours[t],
@@ -78,8 +78,8 @@ def plot_pareto(results: dict, out: Path) -> bool:
     series = (("fixed steps", False, False, "C0", "-"), ("fixed steps + early stop", False, True, "C1", "-"),
               ("threshold 0.5-0.99", True, False, "C2", "--"), ("threshold + early stop", True, True, "C3", "--"))
     for axrow, (name, rows) in zip(axes, models.items()):
-        base = [r for r in rows if r["tool"] == "hoshikage" and r["algorithm"] == "CONFIDENCE" and not r["corrected"]
-                and r["schedule"] == rows[0]["schedule"]]
+        base = [r for r in rows if r["tool"] == "hoshikage" and r["algorithm"] == rows[0]["algorithm"]
+                and not r["corrected"] and r["schedule"] == rows[0]["schedule"]]
         for ax, task in zip(axrow, tasks):
             def point(r):
                 f = r["tasks"][task]

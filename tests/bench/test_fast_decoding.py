@@ -2,7 +2,9 @@
 section's RESULTS.md table: on hand-made rows whose answer is known."""
 from __future__ import annotations
 
-from benchmarks.eval.__main__ import Config, config_args, fast_decoding_grid, pareto_grid
+import pytest
+
+from benchmarks.eval.__main__ import Config, algorithm_of, config_args, fast_decoding_grid, flag_set, pareto_grid
 from benchmarks.eval.fast import fast_decoding
 from benchmarks.fast_decoding import tables
 
@@ -10,12 +12,12 @@ BASE = ("-ub", "96", "--diffusion-steps", "96", "--diffusion-block-length", "32"
 
 
 def _row(tool="hoshikage", threshold=0.0, early_stop=False, ok=(1, 1, 1, 1), forwards=400, seconds=4.0,
-         texts=("a", "b", "c", "d")):
+         texts=("a", "b", "c", "d"), algorithm="CONFIDENCE"):
     answers = [[t, bool(r)] for t, r in zip(texts, ok)]
     task = {"accuracy": sum(ok) / len(ok), "n": len(ok), "forwards": forwards, "answer_tokens": 40,
             "seconds": seconds, "answers": answers, "forwards_per_answer_token": forwards / 40,
             "answer_tokens_per_s": 40 / seconds}
-    return {"tool": tool, "frac": 1.0, "algorithm": "CONFIDENCE", "corrected": False, "schedule": "block",
+    return {"tool": tool, "frac": 1.0, "algorithm": algorithm, "corrected": False, "schedule": "block",
             "threshold": threshold, "early_stop": early_stop, "tasks": {"add": task}}
 
 
@@ -54,3 +56,20 @@ def test_grid_flags():
     full = pareto_grid(False)
     assert {c.threshold for c in full} == {0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99}
     assert {(c.threshold > 0, c.early_stop) for c in full} == {(False, True), (True, False), (True, True)}
+
+
+def test_the_default_rows_run_the_model_s_own_algorithm():
+    entropy = (*BASE, "--diffusion-algorithm", "1")
+    assert algorithm_of(config_args(entropy, Config(1.0))[0]) == "ENTROPY"  # kept, not overridden
+    assert algorithm_of(config_args(entropy, Config(1.0, "MARGIN"))[0]) == "MARGIN"
+    assert algorithm_of(BASE) == "CONFIDENCE"  # llama-diffusion-cli's default when the flag is absent
+    # the --full grid's explicit CONFIDENCE row is the default row again: run() skips it by its flags
+    assert (flag_set(config_args(BASE, Config(1.0, "CONFIDENCE"))[0])
+            == flag_set(config_args((*BASE, "--diffusion-algorithm", "4"), Config(1.0))[0]))
+    with pytest.raises(ValueError, match="--diffusion-algorithm '9'"):
+        algorithm_of([*BASE, "--diffusion-algorithm", "9"])
+    # fast_decoding compares with the model's default rows, whatever their algorithm
+    rows = [_row(algorithm="ENTROPY"), _row(early_stop=True, forwards=300, algorithm="ENTROPY"),
+            _row(threshold=0.9, early_stop=True, forwards=10),
+            _row(threshold=0.9, early_stop=True, forwards=100, algorithm="ENTROPY")]
+    assert fast_decoding({"models": {"m": {"rows": rows}}})["forwards_ratio_threshold_vs_fixed"] == 0.25
