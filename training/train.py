@@ -76,13 +76,15 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
           save_every: int = 500, init: str | None = None, start_stage: int = 0) -> dict:
     """Run the recipe's stages (the first, then each of ``then``: a fresh optimizer and
     schedule on the weights so far). ``init`` + ``start_stage`` resume at that stage from the
-    checkpoint that ended the previous one. Returns {"seconds", "steps"}."""
+    checkpoint that ended the previous one. A stage with ``grow`` (training/grow.py) first
+    widens or deepens the model, computing the same function. Returns {"seconds", "steps"}."""
     import jax
     import jax.numpy as jnp
     import optax
 
     from .data import FULL_CANVAS_PROB, make_batch, vocab_ids
     from .config import Config
+    from .grow import grow_params, grown_config
     from .jax_model import forward, init_params
 
     r = dict(RECIPES[name])
@@ -94,6 +96,8 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     run_len = [st.get("stop_at") or st["steps"] for st in stages]  # a stage may stop before its schedule ends
     ids = vocab_ids(r["arch"])
     cfg = Config(r["arch"], ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])
+    for st in stages[:start_stage]:  # a resumed checkpoint holds the dims its stages grew to
+        cfg = grown_config(cfg, st["grow"]) if "grow" in st else cfg
     shift = bool(cfg.spec.shift_logits is None or cfg.spec.shift_logits)  # dream: absent = true
     mask_id, eps = ids.mask, r["eps"]
     if init is None:
@@ -128,6 +132,12 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     t0 = time.time()
     for k in range(start_stage, len(stages)):
         st = stages[k]
+        if "grow" in st:  # a wider copy computing the same function (training/grow.py)
+            cfg, grown = grow_params(cfg, {k_: np.asarray(v) for k_, v in params.items()},
+                                     st["grow"], r["seed"] + k)
+            params = {k_: jnp.asarray(v) for k_, v in grown.items()}
+            decay_mask = {k_: v.ndim == 2 for k_, v in params.items()}
+            print(f"{name} stage {k}: grown to {st['grow']}", flush=True)
         warmup = min(st["warmup"], st["steps"] // 5)
         sched = optax.warmup_cosine_decay_schedule(0.0, st["lr"], warmup, st["steps"], st["lr"] * 0.05)
         opt = optax.chain(optax.clip_by_global_norm(1.0),

@@ -84,3 +84,46 @@ def test_three_banned_always_bans_an_item_and_accepts_only_answers_without_it():
         items = [x for x in CATEGORIES[head.removeprefix("3 ")] if x != banned]
         assert banned and len(items) == len(CATEGORIES[head.removeprefix("3 ")]) - 1
         assert set(it.answers) == {", ".join(c) for c in itertools.combinations(sorted(items), 3)}
+
+
+def test_growing_a_trained_model_keeps_its_logits(tmp_path, native_build):
+    """training.grow on the committed dream-tasks (grouped kv heads 2 -> 4, n_ff 256 -> 384,
+    4 -> 5 layers):
+    llama.cpp's logits of the grown file equal the original's on a masked canvas."""
+    import numpy as np
+    import pytest
+
+    import hoshikage as hk
+    from hoshikage.gguf_file import read_header
+    from hoshikage.testing.diffusion_models import write_diffusion_gguf
+    from hoshikage.trained import trained_model_path
+    from training.config import Config
+    from training.data import prompt_ids
+    from training.grow import grow_params
+
+    r, ids = RECIPES["dream-tasks"], vocab_ids("dream")
+    cfg = Config("dream", ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])
+    src = trained_model_path("dream-tasks")
+    h = read_header(src)
+    new, grown = grow_params(cfg, {k: np.asarray(h.tensor(k), np.float32) for k in h.tensors},
+                             {"n_head_kv": 4, "n_ff": 384, "n_layer": 5}, seed=1)
+    assert "blk.4.attn_q.weight" in grown and grown["blk.0.attn_k.weight"].shape == (96, 96) and grown["blk.0.ffn_down.weight"].shape == (96, 384)
+    assert new.n_layer == 5
+    out = write_diffusion_gguf(tmp_path / "grown.gguf", "dream", n_embd=new.n_embd, n_layer=new.n_layer,
+                               n_head=new.n_head, n_head_kv=new.n_head_kv, n_ff=new.n_ff, dtype="f16",
+                               vocab="bytes", tensors=grown)
+    canvas = np.asarray(prompt_ids(ids, "3 metals, sorted, no lead") + [ids.mask] * 40, np.int32)
+
+    def logits(path):
+        with hk.Model(path) as m, hk.Context(m, n_ctx=96, n_ubatch=96) as ctx:
+            ctx.set_causal_attn(False)
+            ctx.decode(canvas, logits="all", pos=0)
+            return np.array(ctx.logits()[:len(canvas)])
+
+    before, after = logits(src), logits(out)
+    assert np.abs(before - after).max() < 1e-3 * np.abs(before).max()
+    assert (before.argmax(-1) == after.argmax(-1)).all()
+    with pytest.raises(ValueError, match="n_head_kv 3 must be a multiple of 2"):
+        grow_params(cfg, {}, {"n_head_kv": 3}, seed=1)
+    with pytest.raises(ValueError, match="n_embd cannot grow"):
+        grow_params(cfg, {}, {"n_embd": 128}, seed=1)
