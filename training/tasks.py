@@ -166,11 +166,29 @@ def draw_three_banned(rng: random.Random) -> Item:
     return draw_three(rng, p_ban=1.0)
 
 
+def draw_three_first(rng: random.Random, p_ban: float = 0.5) -> Item:
+    """``three`` whose training target is the alphabetically first allowed triple half the
+    time: ``answers`` lists it once more per accepted answer, so make_batch's uniform draw
+    takes it with p (n + 1) / 2n. Still every listed answer is valid; the model gets a
+    preferred answer that the exclusion moves (`3 tools, sorted, no file` -> `axe, drill,
+    knife`, not `axe, drill, file`). Draws the same random numbers as ``draw_three``."""
+    item = draw_three(rng, p_ban)
+    return Item(item.prompt, item.answers[:1] * len(item.answers) + item.answers)
+
+
+def draw_three_banned_first(rng: random.Random) -> Item:
+    """``three_first`` with an item always banned."""
+    return draw_three_first(rng, p_ban=1.0)
+
+
 # Trained on, not evaluated: ``three_any`` by the recipes' first stages (retired),
-# ``three_banned`` by the last (more weight on the exclusion than ``three``'s half).
+# ``three_banned`` by the later ones (more weight on the exclusion than ``three``'s half),
+# ``three_first`` and ``three_banned_first`` by dream-tasks' last two (a preferred answer).
 TRAIN_ONLY_TASKS: dict[str, Task] = {
     "three_any": Task("three_any", "open", draw_three_any),
     "three_banned": Task("three_banned", "open", draw_three_banned),
+    "three_first": Task("three_first", "open", draw_three_first),
+    "three_banned_first": Task("three_banned_first", "open", draw_three_banned_first),
 }
 
 
