@@ -127,3 +127,16 @@ def test_growing_a_trained_model_keeps_its_logits(tmp_path, native_build):
         grow_params(cfg, {}, {"n_head_kv": 3}, seed=1)
     with pytest.raises(ValueError, match="n_embd cannot grow"):
         grow_params(cfg, {}, {"n_embd": 128}, seed=1)
+
+
+def test_three_first_prefers_the_first_allowed_triple_and_draws_like_three():
+    from training.tasks import draw_three_banned_first, draw_three_first
+
+    rng_a, rng_b = random.Random(11), random.Random(11)
+    for i in range(200):
+        first = (draw_three_banned_first if i % 2 else draw_three_first)(rng_a)
+        plain = TASKS["three"].draw(rng_b) if i % 2 == 0 else TRAIN_ONLY_TASKS["three_banned"].draw(rng_b)
+        assert first.prompt == plain.prompt and set(first.answers) == set(plain.answers)
+        n = len(plain.answers)
+        assert len(first.answers) == 2 * n and first.answers.count(plain.answers[0]) == n + 1
+        assert plain.answers[0] == min(plain.answers)  # the alphabetically first allowed triple
