@@ -9,7 +9,7 @@ weights so far, whose forward pass (``training.jax_model.forward``) is the same 
 - ``n_ff`` (at least the old one): new gate and up rows are drawn like ``init_params``'
   (Normal(0, 0.02)); the new ``ffn_down`` columns are zero, so the new units add nothing
   until training moves them.
-- ``n_layer`` (at least the old one): new layers go on top, drawn like ``init_params``' but
+- ``n_layer`` (at least the old one): new layers go on top, drawn by ``init_params`` but
   with zero ``attn_output`` and ``ffn_down``, so each adds nothing to the residual stream.
 
 numpy only: ``make test`` checks it on llama.cpp without JAX installed.
@@ -20,9 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from hoshikage.testing._archs import tensor_shapes
-
-from .config import Config
+from .config import Config, init_params
 
 GROWABLE = ("n_head_kv", "n_ff", "n_layer")
 
@@ -60,12 +58,9 @@ def grow_params(cfg: Config, params: dict[str, np.ndarray], grow: dict,
         elif leaf == "ffn_down.weight" and extra:
             v = np.concatenate([v, np.zeros((v.shape[0], extra), np.float32)], axis=1)
         out[name] = v
-    for name, shape in tensor_shapes(new.spec, new.dims()).items():  # new layers on top
-        if name.startswith("blk.") and int(name.split(".")[1]) >= cfg.n_layer:
-            if name.endswith("norm.weight"):
-                out[name] = np.ones(shape, np.float32)
-            elif name.endswith((".bias", "attn_output.weight", "ffn_down.weight")):
-                out[name] = np.zeros(shape, np.float32)
-            else:
-                out[name] = 0.02 * rng.standard_normal(shape, np.float32)
+    if new.n_layer > cfg.n_layer:  # new layers on top, adding nothing to the residual stream
+        fresh = init_params(new, seed)
+        for name, v in fresh.items():
+            if name.startswith("blk.") and int(name.split(".")[1]) >= cfg.n_layer:
+                out[name] = np.zeros_like(v) if name.endswith(("attn_output.weight", "ffn_down.weight")) else v
     return new, out

@@ -17,25 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hoshikage.testing._archs import tensor_shapes
-
 from .config import Config
-
-
-def init_params(cfg: Config, seed: int) -> dict[str, np.ndarray]:
-    """Normal(0, 0.02) matrices (output projections scaled by 1/sqrt(2 n_layer)), unit norms,
-    zero biases; float32."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in tensor_shapes(cfg.spec, cfg.dims()).items():
-        if name.endswith("norm.weight"):
-            out[name] = np.ones(shape, np.float32)
-        elif name.endswith(".bias"):
-            out[name] = np.zeros(shape, np.float32)
-        else:
-            std = 0.02 / (np.sqrt(2 * cfg.n_layer) if name.endswith(("attn_output.weight", "ffn_down.weight")) else 1)
-            out[name] = (std * rng.standard_normal(shape)).astype(np.float32)
-    return out
 
 
 def _rms(x, w, eps):

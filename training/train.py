@@ -92,9 +92,9 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
     import optax
 
     from .data import FULL_CANVAS_PROB, make_batch, vocab_ids
-    from .config import Config
+    from .config import Config, init_params
     from .grow import grow_params, grown_config
-    from .jax_model import forward, init_params
+    from .jax_model import forward
 
     r = dict(RECIPES[name])
     if steps is not None:
@@ -117,7 +117,6 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
         params, hist, t_before = _resume(init, want, cfg)
         params = {k: jnp.asarray(v) for k, v in params.items()}
         done = want
-    decay_mask = {k: v.ndim == 2 for k, v in params.items()}
 
     def loss_fn(p, tokens, lp, lt, key, stratified):
         k1, k2 = jax.random.split(key)
@@ -145,8 +144,8 @@ def train(name: str, out: str, steps: int | None = None, log_every: int = 50,
             cfg, grown = grow_params(cfg, {k_: np.asarray(v) for k_, v in params.items()},
                                      st["grow"], r["seed"] + k)
             params = {k_: jnp.asarray(v) for k_, v in grown.items()}
-            decay_mask = {k_: v.ndim == 2 for k_, v in params.items()}
             print(f"{name} stage {k}: grown to {st['grow']}", flush=True)
+        decay_mask = {k_: v.ndim == 2 for k_, v in params.items()}  # weight decay on matrices only
         warmup = min(st["warmup"], st["steps"] // 5)
         sched = optax.warmup_cosine_decay_schedule(0.0, st["lr"], warmup, st["steps"], st["lr"] * 0.05)
         opt = optax.chain(optax.clip_by_global_norm(1.0),

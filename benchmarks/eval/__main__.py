@@ -183,11 +183,11 @@ def run(args, configs: list[Config] | None = None) -> dict:
         rows, done = [], set()
         for c in configs:
             cargs, steps, sched = config_args(m.cli_args, c)
-            alg = algorithm_of(cargs)
+            alg, flags = algorithm_of(cargs), flag_set(cargs)
             for tool in c.tools:
-                if tool not in runners or (tool, flag_set(cargs)) in done:
+                if tool not in runners or (tool, flags) in done:
                     continue  # (the --full grid names the model's own algorithm again)
-                done.add((tool, flag_set(cargs)))
+                done.add((tool, flags))
                 t0 = time.time()
                 per = {}
                 for task, lines in sets.items():

@@ -53,23 +53,25 @@ def test_sorted_three_keeps_the_retired_task_s_items():
         assert new.prompt.replace(", sorted", "") == old.prompt
 
 
+def _recipe_config(name: str):
+    """The recipe's first-stage shape (training.config.Config) of model ``name``."""
+    from training.config import Config
+
+    r = RECIPES[name]
+    return Config(r["arch"], vocab_ids(r["arch"]).n_vocab, r["n_embd"], r["n_layer"], r["n_head"],
+                  r["n_head_kv"], r["n_ff"])
+
+
 def test_resume_reads_a_committed_gguf_and_refuses_another_recipe_s():
     import pytest
 
     from hoshikage.trained import trained_model_path
-    from training.data import vocab_ids as ids_of
-    from training.config import Config
     from training.train import _resume
 
-    def cfg(name: str) -> Config:
-        r = RECIPES[name]
-        return Config(r["arch"], ids_of(r["arch"]).n_vocab, r["n_embd"], r["n_layer"], r["n_head"],
-                      r["n_head_kv"], r["n_ff"])
-
-    params, hist, seconds = _resume(str(trained_model_path("llada-tasks")), 3800, cfg("llada-tasks"))
+    params, hist, seconds = _resume(str(trained_model_path("llada-tasks")), 3800, _recipe_config("llada-tasks"))
     assert params["token_embd.weight"].shape == (320, 96) and hist == [] and seconds == 0.0
     with pytest.raises(ValueError, match="does not hold the tensors of this recipe"):
-        _resume(str(trained_model_path("dream-tasks")), 3800, cfg("llada-tasks"))
+        _resume(str(trained_model_path("dream-tasks")), 3800, _recipe_config("llada-tasks"))
 
 
 def test_three_banned_always_bans_an_item_and_accepts_only_answers_without_it():
@@ -97,12 +99,10 @@ def test_growing_a_trained_model_keeps_its_logits(tmp_path, native_build):
     from hoshikage.gguf_file import read_header
     from hoshikage.testing.diffusion_models import write_diffusion_gguf
     from hoshikage.trained import trained_model_path
-    from training.config import Config
     from training.data import prompt_ids
     from training.grow import grow_params
 
-    r, ids = RECIPES["dream-tasks"], vocab_ids("dream")
-    cfg = Config("dream", ids.n_vocab, r["n_embd"], r["n_layer"], r["n_head"], r["n_head_kv"], r["n_ff"])
+    ids, cfg = vocab_ids("dream"), _recipe_config("dream-tasks")
     src = trained_model_path("dream-tasks")
     h = read_header(src)
     new, grown = grow_params(cfg, {k: np.asarray(h.tensor(k), np.float32) for k in h.tensors},
